@@ -1,0 +1,13 @@
+"""Instruct-NeRF2NeRF for nerfstudio: edit a reconstructed 3D scene from a text instruction.
+
+Every `ns-*` command imports this package while it discovers methods, so importing it must stay light
+(no diffusers or transformers here) and it is the place to make the stack work together.
+"""
+
+from in2n.checkpoint_compat import allow_numpy_in_checkpoints
+from in2n.errors import In2nError, install_excepthook
+
+allow_numpy_in_checkpoints()
+install_excepthook()
+
+__all__ = ["In2nError"]

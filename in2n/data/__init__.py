@@ -1,0 +1,1 @@
+"""Training data whose images the edit replaces in place."""

@@ -1,0 +1,97 @@
+"""The methods `ns-train` lists: in2n-big, in2n, in2n-lite, and the names nerfstudio's docs use for them.
+
+| method    | alias      | InstructPix2Pix | LPIPS | rays/step | GPU memory |
+|-----------|------------|-----------------|-------|-----------|------------|
+| in2n-big  |            | fp32            | yes   | 16384     | < 15 GB    |
+| in2n      | in2n-small | fp16            | yes   | 16384     | < 12 GB    |
+| in2n-lite | in2n-tiny  | fp16            | no    | 4096      | < 10 GB    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from in2n.data.datamanager import In2nDataManagerConfig
+from in2n.model import In2nModelConfig
+from in2n.pipeline import In2nPipelineConfig
+from in2n.trainer import In2nTrainerConfig
+
+
+def base_config(method_name: str) -> In2nTrainerConfig:
+    """The full method (in2n-big); the variants change a few options of it."""
+    return In2nTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=1000,
+        steps_per_eval_image=100,
+        steps_per_save=250,
+        max_num_iterations=15000,
+        save_only_latest_checkpoint=True,
+        mixed_precision=True,
+        pipeline=In2nPipelineConfig(
+            datamanager=In2nDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(),
+                train_num_rays_per_batch=16384,
+                eval_num_rays_per_batch=4096,
+                patch_size=32,
+            ),
+            model=In2nModelConfig(
+                eval_num_rays_per_chunk=1 << 15,
+                use_lpips=True,
+                patch_size=32,
+                camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
+            ),
+            ip2p_use_full_precision=True,
+        ),
+        optimizers={
+            "proposal_networks": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None},
+            "fields": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None},
+            "camera_opt": {
+                "optimizer": AdamOptimizerConfig(lr=6e-4, eps=1e-8, weight_decay=1e-2),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=6e-6, max_steps=10000),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+def half_precision(config: In2nTrainerConfig) -> In2nTrainerConfig:
+    config.pipeline.ip2p_use_full_precision = False
+    return config
+
+
+def without_lpips(config: In2nTrainerConfig) -> In2nTrainerConfig:
+    """Single rays instead of patches, and a quarter of the rays: the memory LPIPS needed is not spent."""
+    config.pipeline.model.use_lpips = False
+    config.pipeline.model.patch_size = 1
+    config.pipeline.datamanager.patch_size = 1
+    config.pipeline.datamanager.train_num_rays_per_batch = 4096
+    return config
+
+
+def method(name: str, description: str, *variants) -> MethodSpecification:
+    config = base_config(name)
+    for variant in variants:
+        config = variant(config)
+    return MethodSpecification(config=config, description=description)
+
+
+in2n_big = method("in2n-big", "Instruct-NeRF2NeRF, InstructPix2Pix in full precision, LPIPS (GPU < 15 GB).")
+in2n = method("in2n", "Instruct-NeRF2NeRF, InstructPix2Pix in half precision, LPIPS (GPU < 12 GB).", half_precision)
+in2n_lite = method(
+    "in2n-lite", "Instruct-NeRF2NeRF, half precision, no LPIPS, 4096 rays (GPU < 10 GB).", half_precision, without_lpips
+)
+in2n_small = MethodSpecification(
+    config=replace(in2n.config, method_name="in2n-small"), description="Alias of in2n (name used by nerfstudio's docs)."
+)
+in2n_tiny = MethodSpecification(
+    config=replace(in2n_lite.config, method_name="in2n-tiny"),
+    description="Alias of in2n-lite (name used by nerfstudio's docs).",
+)

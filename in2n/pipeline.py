@@ -1,0 +1,253 @@
+"""The Iterative Dataset Update: every `edit_rate` steps, render views, edit them, write them back."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Literal, Optional, Type
+
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import writer
+from torch import Tensor
+
+from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
+from in2n.editing.base import Editor, EditSettings
+from in2n.editing.loading import DEFAULT_IP2P_MODEL
+from in2n.logging import notice
+from in2n.model import In2nModelConfig
+from in2n.validation import check_pipeline_config
+from in2n.viewer_controls import EditControls
+
+EDIT_STATE_VERSION = 1
+
+
+@dataclass
+class In2nPipelineConfig(VanillaPipelineConfig):
+    """Instruct-NeRF2NeRF: train nerfacto while replacing its training views with edited renders."""
+
+    _target: Type = field(default_factory=lambda: In2nPipeline)
+    datamanager: DataManagerConfig = field(default_factory=In2nDataManagerConfig)
+    """Holds the training images the edit replaces."""
+    model: ModelConfig = field(default_factory=In2nModelConfig)
+    """nerfacto with L1 and LPIPS losses; its shape options must match the loaded nerfacto run."""
+    prompt: str = "don't change the image"
+    """The instruction, e.g. "give him a cowboy hat"."""
+    guidance_scale: float = 7.5
+    """Text guidance scale: higher follows the instruction more strongly."""
+    image_guidance_scale: float = 1.5
+    """Image guidance scale: higher stays closer to the original views."""
+    diffusion_steps: int = 20
+    """DDIM steps per edit."""
+    lower_bound: float = 0.02
+    """Lowest noise level an edit starts from, as a fraction of the diffusion process."""
+    upper_bound: float = 0.98
+    """Highest noise level an edit starts from, as a fraction of the diffusion process."""
+    edit_rate: int = 10
+    """Edit views every this many training steps."""
+    edit_count: int = 1
+    """Views edited each time (several are batched into one diffusion call)."""
+    editor: Literal["ip2p", "reference"] = "ip2p"
+    """ip2p: InstructPix2Pix. reference: a deterministic recolouring that ignores the prompt, for tests and the
+    offline demo."""
+    ip2p_model: str = DEFAULT_IP2P_MODEL
+    """InstructPix2Pix weights: a Hugging Face hub id, or a local folder saved with save_pretrained."""
+    ip2p_device: Optional[str] = None
+    """Device for InstructPix2Pix (e.g. cuda:1); default: the training device."""
+    ip2p_use_full_precision: bool = True
+    """Run InstructPix2Pix in fp32; False uses fp16 on CUDA (on the CPU, fp32 is used either way)."""
+    max_edit_size: int = 512
+    """Views larger than this on their long side are edited at this size and scaled back."""
+    scale_steps_with_noise: bool = False
+    """Run only the DDIM steps below each edit's noise level (img2img strength semantics): faster, not identical."""
+    seed: int = 0
+    """Seeds the order of views and every edit's noise, so a run and its resume are reproducible."""
+
+
+class In2nPipeline(VanillaPipeline):
+    """nerfacto training, interleaved with edits of its training views (DESIGN §1)."""
+
+    config: In2nPipelineConfig
+    datamanager: In2nDataManager
+
+    def __init__(
+        self,
+        config: In2nPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[Any] = None,
+    ) -> None:
+        if test_mode == "val":
+            check_pipeline_config(config)
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.edit_controls = EditControls(config, on_reset=self.reset_edit)
+        # The editor is not a submodule: its weights must never reach state_dict() or a checkpoint, and only
+        # training builds it (ns-render and ns-viewer set the pipeline up in "test" or "inference" mode).
+        self._editor: Optional[Editor] = None
+        self._schedule = None
+        self.edited_views: set[int] = set()
+        self.edit_start_step: Optional[int] = None
+        self._initial_model_state: Optional[Dict[str, Tensor]] = None
+        if test_mode == "val":
+            from in2n.editing.factory import build_editor
+            from in2n.schedule import EditSchedule
+
+            self._editor = build_editor(config, default_device=device)
+            self._schedule = EditSchedule(self.datamanager.num_views, seed=config.seed)
+            notice(f"editing with {self._editor.describe()}; {self.datamanager.num_views} training views")
+
+    @property
+    def editor(self) -> Optional[Editor]:
+        return self._editor
+
+    @property
+    def schedule(self):
+        return self._schedule
+
+    def edit_settings(self) -> EditSettings:
+        """The settings of the next edit: the config, as changed live in the viewer."""
+        controls = self.edit_controls
+        return EditSettings(
+            guidance_scale=controls.guidance_scale.value,
+            image_guidance_scale=controls.image_guidance_scale.value,
+            diffusion_steps=self.config.diffusion_steps,
+            lower_bound=self.config.lower_bound,
+            upper_bound=self.config.upper_bound,
+            scale_steps_with_noise=self.config.scale_steps_with_noise,
+        )
+
+    def get_train_loss_dict(self, step: int):
+        if self._editor is not None and step % self.config.edit_rate == 0 and not self.edit_controls.paused:
+            self.edit_views(step)
+        return super().get_train_loss_dict(step)
+
+    def edit_views(self, step: int) -> List[int]:
+        """Edit the next views of the schedule and write them into the training images; returns those written."""
+        assert self._editor is not None and self._schedule is not None
+        if self.edit_start_step is None:
+            self.edit_start_step = step
+        views = self._schedule.next_views(self.config.edit_count)
+        written: List[int] = []
+        for group in group_by_size(views, self.datamanager.image_size):
+            written += self._edit_group(group, step)
+        self._schedule.mark_edited(len(written))
+        self.edit_controls.show_progress(self._schedule, len(self.edited_views), self.datamanager.num_views)
+        writer.put_scalar("in2n/views_edited", self._schedule.views_edited, step)
+        writer.put_scalar("in2n/passes_completed", self._schedule.passes_completed, step)
+        return written
+
+    def _edit_group(self, views: List[int], step: int) -> List[int]:
+        assert self._editor is not None and self._schedule is not None
+        renders = torch.stack([self.render_view(view) for view in views]).permute(0, 3, 1, 2)
+        originals = torch.stack([self.datamanager.original_rgb(view) for view in views]).permute(0, 3, 1, 2)
+        edited = self._editor.edit(
+            renders.cpu(),
+            originals.cpu(),
+            views,
+            self.edit_controls.prompt.value,
+            self.edit_settings(),
+            [edit_seed(self.config.seed, step, view) for view in views],
+        )
+        written = []
+        for view, image in zip(views, edited, strict=False):
+            if not torch.isfinite(image).all():
+                notice(f"the edit of view {view} at step {step} was not finite (NaN/inf); kept its image, will retry")
+                self._schedule.mark_failed(view)
+                continue
+            self.datamanager.replace_image(view, image.permute(1, 2, 0))
+            self.edited_views.add(view)
+            written.append(view)
+        return written
+
+    @torch.no_grad()
+    def render_view(self, view: int) -> Tensor:
+        """Render training view `view` as the model sees it in training: its own learned pose correction and
+        appearance code. Returns RGB [H, W, 3] in [0, 1]."""
+        cameras = self.datamanager.train_dataset.cameras
+        camera = cameras[view : view + 1].to(self.device)
+        camera.metadata = {"cam_idx": view}
+        camera.camera_to_worlds = self.model.camera_optimizer.apply_to_camera(camera)
+        ray_bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+        ray_bundle.camera_indices = torch.full_like(ray_bundle.camera_indices, view)
+        with own_view_rendering(self.model):
+            outputs = self.model.get_outputs_for_camera_ray_bundle(ray_bundle)
+        return outputs["rgb"].clamp(0.0, 1.0)
+
+    def reset_edit(self) -> None:
+        """Restore the original images, the schedule and the model weights the edit started from."""
+        if self._schedule is None:
+            return
+        from in2n.schedule import EditSchedule
+
+        self.datamanager.restore_originals()
+        self._schedule = EditSchedule(self.datamanager.num_views, seed=self.config.seed)
+        self.edited_views.clear()
+        if self._initial_model_state is not None:
+            self.model.load_state_dict(self._initial_model_state)
+        self.edit_controls.show_progress(self._schedule, 0, self.datamanager.num_views)
+        notice("edit reset: original images and the starting model restored")
+
+    def remember_initial_model(self) -> None:
+        """Keep a CPU copy of the weights the edit starts from, for Reset."""
+        self._initial_model_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def edit_state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint needs to continue the edit: edited views (as 8-bit images) and the schedule."""
+        assert self._schedule is not None
+        views = sorted(self.edited_views)
+        return {
+            "version": EDIT_STATE_VERSION,
+            "prompt": self.edit_controls.prompt.value,
+            "edit_start_step": self.edit_start_step,
+            "image_sizes": [self.datamanager.image_size(v) for v in range(self.datamanager.num_views)],
+            "schedule": self._schedule.state_dict(),
+            "edited_views": views,
+            "edited_images": [to_uint8(self.datamanager.current_rgb(v)) for v in views],
+        }
+
+    def load_edit_state_dict(self, state: Dict[str, Any]) -> None:
+        assert self._schedule is not None
+        self._schedule.load_state_dict(state["schedule"])
+        self.edit_start_step = state["edit_start_step"]
+        self.edited_views = set(state["edited_views"])
+        for view, image in zip(state["edited_views"], state["edited_images"], strict=False):
+            self.datamanager.replace_image(view, image.float() / 255.0)
+
+
+@contextmanager
+def own_view_rendering(model: Model) -> Iterator[None]:
+    """Render deterministically (eval mode), but with each ray's own per-view appearance code.
+
+    nerfacto's field only looks up per-view appearance embeddings in training mode; in eval mode it uses
+    their average, which is right for novel views but wrong when re-rendering a training view to edit it.
+    """
+    was_training = model.training
+    model.eval()
+    model.field.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def group_by_size(views: List[int], size_of) -> List[List[int]]:
+    """Views batched together must share one image size."""
+    groups: Dict[Any, List[int]] = {}
+    for view in views:
+        groups.setdefault(size_of(view), []).append(view)
+    return list(groups.values())
+
+
+def edit_seed(seed: int, step: int, view: int) -> int:
+    """A seed for one view's edit at one step, independent of which other views share its batch."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{view}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def to_uint8(image: Tensor) -> Tensor:
+    return (image.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()

@@ -1,0 +1,86 @@
+"""Shared fixtures: a generated scene, a tiny InstructPix2Pix, an offline LPIPS backbone, a trained nerfacto run.
+
+Nothing here touches the network: the diffusion model and the AlexNet weights are random and built locally.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.synthetic.ip2p import save_random_ip2p
+from in2n.synthetic.lpips_backbone import write_random_alexnet
+from in2n.synthetic.scene import SceneConfig, write_scene
+
+BIN = Path(sys.executable).parent
+SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
+NERFACTO_STEPS = 300
+
+
+def ns(command: str) -> str:
+    return str(BIN / command)
+
+
+def run(args: List[str], cwd: Path, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the test environment; on failure show its output."""
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
+            f"--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TORCH_HOME with a random AlexNet (nerfacto builds LPIPS from it) and the hubs switched off."""
+    torch_home = tmp_path_factory.mktemp("torch_home")
+    write_random_alexnet(torch_home)
+    os.environ["TORCH_HOME"] = str(torch_home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    return torch_home
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random InstructPix2Pix saved like a downloaded one."""
+    return save_random_ip2p(tmp_path_factory.mktemp("models") / "tiny-ip2p", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("scene")
+    write_scene(folder, SCENE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def nerfacto_run(scene: Path, workdir: Path) -> Path:
+    """The nerfstudio_models folder of a small nerfacto trained on the scene."""
+    run(
+        [ns("ns-train"), "nerfacto", *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
+         "--max-num-iterations", NERFACTO_STEPS, "--steps-per-save", NERFACTO_STEPS,
+         "--pipeline.datamanager.train-num-rays-per-batch", "1024",
+         "--output-dir", workdir / "outputs", "--experiment-name", "scene", "--timestamp", "nerfacto",
+         "nerfstudio-data", "--data", scene],
+        cwd=workdir,
+    )  # fmt: skip
+    models = workdir / "outputs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models"
+    assert list(models.glob("step-*.ckpt")), "nerfacto wrote no checkpoint"
+    return models
