@@ -14,9 +14,8 @@ class In2nError(Exception):
 
 def format_error(error: In2nError) -> str:
     """The message as printed on the console: one paragraph, wrapped, prefixed with the tool's name."""
-    paragraphs = str(error).split("\n")
-    wrapped = [textwrap.fill(p, width=100, break_on_hyphens=False, break_long_words=False) for p in paragraphs]
-    return "in2n: error: " + "\n".join(wrapped)
+    paragraphs = ("in2n: error: " + str(error)).split("\n")
+    return "\n".join(textwrap.fill(p, width=100, break_on_hyphens=False, break_long_words=False) for p in paragraphs)
 
 
 def install_excepthook() -> None:

@@ -1,0 +1,43 @@
+"""Building in2n pipelines in-process on the generated scene, with the small CPU model."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+from in2n.method_configs import in2n_big, in2n_lite
+from in2n.pipeline import In2nPipeline, In2nPipelineConfig
+
+SMALL_MODEL = dict(
+    implementation="torch",
+    num_levels=8,
+    log2_hashmap_size=15,
+    hidden_dim=32,
+    hidden_dim_color=32,
+    num_proposal_samples_per_ray=(32, 16),
+    num_nerf_samples_per_ray=16,
+    eval_num_rays_per_chunk=4096,
+)
+"""The same model as in2n.synthetic.cpu_preset.SMALL_MODEL_ARGS, as config values."""
+
+
+def pipeline_config(scene: Path, lite: bool = False, **options) -> In2nPipelineConfig:
+    """An in2n (or in2n-lite) pipeline config for the scene; `options` override pipeline fields."""
+    config = copy.deepcopy((in2n_lite if lite else in2n_big).config.pipeline)
+    config.datamanager.data = scene
+    config.datamanager.train_num_rays_per_batch = 1024
+    for key, value in SMALL_MODEL.items():
+        setattr(config.model, key, value)
+    for key, value in options.items():
+        setattr(config, key, value)
+    return config
+
+
+def make_pipeline(
+    scene: Path, test_mode: Literal["val", "test", "inference"] = "val", lite: bool = False, **options
+) -> In2nPipeline:
+    options.setdefault("editor", "reference")
+    pipeline = pipeline_config(scene, lite=lite, **options).setup(device="cpu", test_mode=test_mode)
+    pipeline.train()
+    return pipeline

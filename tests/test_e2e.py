@@ -1,0 +1,114 @@
+"""The real commands on a generated scene: ns-train nerfacto -> ns-train in2n -> ns-render, on the CPU, offline."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from in2n.editing.reference import reference_target
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from tests.conftest import ns, run
+
+pytestmark = pytest.mark.e2e
+
+
+def in2n_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:
+    return [ns("ns-train"), "in2n", *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
+            "--pipeline.datamanager.train-num-rays-per-batch", "1024",
+            "--load-dir", load_dir, "--output-dir", workdir / "outputs", "--experiment-name", "scene",
+            "--timestamp", name, *extra]  # fmt: skip
+
+
+def run_dir(workdir: Path, name: str) -> Path:
+    return workdir / "outputs" / "scene" / "in2n" / name
+
+
+def latest_checkpoint(run: Path) -> Path:
+    return max((run / "nerfstudio_models").glob("step-*.ckpt"))
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255.0
+
+
+@pytest.fixture(scope="module")
+def ip2p_run(nerfacto_run: Path, scene: Path, workdir: Path, tiny_ip2p: Path) -> Path:
+    """An in2n run that edited with a copy of the tiny InstructPix2Pix, which is deleted afterwards."""
+    model = workdir / "ip2p-copy"
+    shutil.copytree(tiny_ip2p, model, dirs_exist_ok=True)
+    run(in2n_args(nerfacto_run, workdir, "ip2p", "--max-num-iterations", "6", "--pipeline.edit-rate", "1",
+                  "--pipeline.edit-count", "2", "--pipeline.diffusion-steps", "3",
+                  "--pipeline.prompt", "give it a cowboy hat", "--pipeline.ip2p-model", model,
+                  "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+    shutil.rmtree(model)
+    return run_dir(workdir, "ip2p")
+
+
+def test_in2n_edits_views_and_checkpoints_no_diffusion_weights(ip2p_run: Path, nerfacto_run: Path, scene: Path):
+    checkpoint_path = latest_checkpoint(ip2p_run)
+    nerfacto_step = int(next(nerfacto_run.glob("step-*.ckpt")).stem.split("-")[1])
+    assert checkpoint_path.name == f"step-{nerfacto_step + 6:09d}.ckpt", "the edit runs --max-num-iterations steps"
+    state = torch.load(checkpoint_path, weights_only=True)
+    keys = list(state["pipeline"])
+    assert not [k for k in keys if any(part in k for part in ("unet", "vae", "text_encoder"))]
+    nerfacto_size = next(nerfacto_run.glob("step-*.ckpt")).stat().st_size
+    assert checkpoint_path.stat().st_size < nerfacto_size * 1.2, "no diffusion model inside"
+    edit = state["in2n"]
+    assert len(edit["edited_views"]) == 12 and edit["schedule"]["views_edited"] == 12
+    assert edit["prompt"] == "give it a cowboy hat"
+    frames = sorted((scene / "images").glob("*.png"))
+    train_names = [p.name for p in frames]  # dataset images on disk are never modified
+    assert len(train_names) == 20
+    for image in edit["edited_images"]:
+        assert image.shape == (48, 64, 3) and image.dtype == torch.uint8
+    originals = [read_rgb(p) for p in frames]
+    edited = [image.float() / 255 for image in edit["edited_images"]]
+    assert all(min((e - o).abs().mean() for o in originals) > 0.01 for e in edited), "edited views differ"
+
+
+def test_ns_render_renders_the_edit_without_the_diffusion_model(ip2p_run: Path, workdir: Path):
+    output = workdir / "renders-ip2p"
+    result = render_test_views(ip2p_run / "config.yml", output, workdir)
+    images = sorted(output.rglob("*.png"))
+    assert len(images) == 2, result.stdout[-2000:]
+    for path in images:
+        image = read_rgb(path)
+        assert image.shape == (48, 64, 3) and image.std() > 0.02, "a scene, not a blank frame"
+    assert "InstructPix2Pix" not in result.stdout + result.stderr
+
+
+def test_reference_edit_moves_held_out_views_to_the_target(nerfacto_run: Path, scene: Path, workdir: Path):
+    """After the edit, renders of views the edit never saw are closer to the edited target than to the originals."""
+    run(in2n_args(nerfacto_run, workdir, "reference", "--max-num-iterations", "200", "--pipeline.editor",
+                  "reference", "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3",
+                  "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
+                  "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+    scores = {}
+    for name, config in (("before", nerfacto_run.parent / "config.yml"),
+                         ("after", run_dir(workdir, "reference") / "config.yml")):  # fmt: skip
+        output = workdir / f"renders-{name}"
+        render_test_views(config, output, workdir)
+        renders = sorted(output.rglob("*.png"))
+        assert len(renders) == 2
+        scores[name] = [distances(read_rgb(path), read_rgb(scene / "images" / path.name)) for path in renders]
+    for to_original, to_target in scores["before"]:
+        assert to_original < to_target, scores
+    for to_original, to_target in scores["after"]:
+        assert to_target < 0.5 * to_original, scores
+
+
+def distances(render: torch.Tensor, original: torch.Tensor) -> tuple:
+    """Mean squared distance of a render [H, W, 3] to the original view and to the reference editor's target."""
+    target = reference_target(original.permute(2, 0, 1)).permute(1, 2, 0)
+    return ((render - original) ** 2).mean().item(), ((render - target) ** 2).mean().item()
+
+
+def render_test_views(config: Path, output: Path, workdir: Path):
+    return run([ns("ns-render"), "dataset", "--load-config", config, "--output-path", output, "--split", "test",
+                "--rendered-output-names", "rgb", "--image-format", "png"], cwd=workdir)  # fmt: skip
