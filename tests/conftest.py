@@ -21,6 +21,7 @@ from in2n.synthetic.scene import SceneConfig, write_scene
 BIN = Path(sys.executable).parent
 SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
 NERFACTO_STEPS = 300
+REFERENCE_EDIT_STEPS = 200
 
 
 def ns(command: str) -> str:
@@ -84,3 +85,25 @@ def nerfacto_run(scene: Path, workdir: Path) -> Path:
     models = workdir / "outputs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models"
     assert list(models.glob("step-*.ckpt")), "nerfacto wrote no checkpoint"
     return models
+
+
+def in2n_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:
+    """`ns-train in2n` on the CPU with the small model, editing the nerfacto run in `load_dir`."""
+    return [ns("ns-train"), "in2n", *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
+            "--pipeline.datamanager.train-num-rays-per-batch", "1024",
+            "--load-dir", load_dir, "--output-dir", workdir / "outputs", "--experiment-name", "scene",
+            "--timestamp", name, *extra]  # fmt: skip
+
+
+def in2n_run_dir(workdir: Path, name: str) -> Path:
+    return workdir / "outputs" / "scene" / "in2n" / name
+
+
+@pytest.fixture(scope="session")
+def reference_run(nerfacto_run: Path, scene: Path, workdir: Path) -> Path:
+    """The run folder of an in2n edit with the reference editor, long enough for the scene to converge."""
+    run(in2n_args(nerfacto_run, workdir, "reference", "--max-num-iterations", REFERENCE_EDIT_STEPS,
+                  "--pipeline.editor", "reference", "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3",
+                  "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
+                  "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+    return in2n_run_dir(workdir, "reference")

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import List
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from in2n.editing.reference import reference_target
-from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
-from tests.conftest import ns, run
+from tests.conftest import in2n_args, in2n_run_dir, ns, run
+from tests.helpers import read_rgb
 
 pytestmark = pytest.mark.e2e
 
 
-def in2n_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:
-    return [ns("ns-train"), "in2n", *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
-            "--pipeline.datamanager.train-num-rays-per-batch", "1024",
-            "--load-dir", load_dir, "--output-dir", workdir / "outputs", "--experiment-name", "scene",
-            "--timestamp", name, *extra]  # fmt: skip
-
-
-def run_dir(workdir: Path, name: str) -> Path:
-    return workdir / "outputs" / "scene" / "in2n" / name
-
-
 def latest_checkpoint(run: Path) -> Path:
     return max((run / "nerfstudio_models").glob("step-*.ckpt"))
-
-
-def read_rgb(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255.0
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +29,7 @@ def ip2p_run(nerfacto_run: Path, scene: Path, workdir: Path, tiny_ip2p: Path) ->
                   "--pipeline.prompt", "give it a cowboy hat", "--pipeline.ip2p-model", model,
                   "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
     shutil.rmtree(model)
-    return run_dir(workdir, "ip2p")
+    return in2n_run_dir(workdir, "ip2p")
 
 
 def test_in2n_edits_views_and_checkpoints_no_diffusion_weights(ip2p_run: Path, nerfacto_run: Path, scene: Path):
@@ -83,15 +65,13 @@ def test_ns_render_renders_the_edit_without_the_diffusion_model(ip2p_run: Path, 
     assert "InstructPix2Pix" not in result.stdout + result.stderr
 
 
-def test_reference_edit_moves_held_out_views_to_the_target(nerfacto_run: Path, scene: Path, workdir: Path):
+def test_reference_edit_moves_held_out_views_to_the_target(
+    reference_run: Path, nerfacto_run: Path, scene: Path, workdir: Path
+):
     """After the edit, renders of views the edit never saw are closer to the edited target than to the originals."""
-    run(in2n_args(nerfacto_run, workdir, "reference", "--max-num-iterations", "200", "--pipeline.editor",
-                  "reference", "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3",
-                  "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
-                  "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
     scores = {}
     for name, config in (("before", nerfacto_run.parent / "config.yml"),
-                         ("after", run_dir(workdir, "reference") / "config.yml")):  # fmt: skip
+                         ("after", reference_run / "config.yml")):  # fmt: skip
         output = workdir / f"renders-{name}"
         render_test_views(config, output, workdir)
         renders = sorted(output.rglob("*.png"))
