@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import urllib.error
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Type
 
 import torch
@@ -13,9 +11,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch.nn import L1Loss
 
 from in2n.errors import In2nError
-
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-"""torchvision's AlexNet weights, the backbone of the LPIPS network nerfacto builds."""
+from in2n.lpips_weights import ALEXNET_FILE, alexnet_weights_path
 
 
 @dataclass
@@ -63,8 +59,7 @@ class In2nModel(NerfactoModel):
 
 
 def missing_lpips_backbone_message(error: BaseException) -> str:
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    target = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    target = alexnet_weights_path()
     return (
         f"nerfacto's LPIPS network needs torchvision's AlexNet weights ({ALEXNET_FILE}), which are not on this "
         f"machine and could not be downloaded ({error}). Copy the file from a machine with internet (it lands in "

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from in2n.lpips_weights import ALEXNET_FILE
 from in2n.synthetic.ip2p import SD15_SHAPES, build_random_ip2p, save_random_ip2p
-from in2n.synthetic.lpips_backbone import ALEXNET_CHECKPOINT_NAME, write_random_alexnet
+from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig, write_scene
 
 
@@ -146,7 +147,7 @@ def test_random_alexnet_lets_lpips_build_offline(tmp_path: Path, monkeypatch: py
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     path = write_random_alexnet(tmp_path)
-    assert path == tmp_path / "hub" / "checkpoints" / ALEXNET_CHECKPOINT_NAME
+    assert path == tmp_path / "hub" / "checkpoints" / ALEXNET_FILE
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     lpips = LearnedPerceptualImagePatchSimilarity(normalize=True)
     assert torch.isfinite(lpips(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)))

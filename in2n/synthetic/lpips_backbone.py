@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-ALEXNET_CHECKPOINT_NAME = "alexnet-owt-7be5be79.pth"
-"""File name under which torchvision caches ``AlexNet_Weights.IMAGENET1K_V1``."""
+from in2n.lpips_weights import alexnet_weights_path
 
 
 def write_random_alexnet(torch_home: Path, seed: int = 0) -> Path:
@@ -31,7 +30,7 @@ def write_random_alexnet(torch_home: Path, seed: int = 0) -> Path:
     Returns:
         Path of the checkpoint, ``torch_home/hub/checkpoints/alexnet-owt-7be5be79.pth``.
     """
-    path = torch_home / "hub" / "checkpoints" / ALEXNET_CHECKPOINT_NAME
+    path = alexnet_weights_path(torch_home)
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
