@@ -1,0 +1,71 @@
+"""The five method names resolve to this plugin's configs, not to nerfstudio's install placeholders."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from nerfstudio.configs.external_methods import ExternalMethodDummyTrainerConfig
+from nerfstudio.configs.method_configs import all_descriptions, all_methods
+
+from in2n.pipeline import In2nPipelineConfig
+from in2n.trainer import In2nTrainerConfig
+from tests.conftest import ns
+from tests.helpers import flat
+
+# name: (InstructPix2Pix in fp32, LPIPS, rays per step)
+VARIANTS = {
+    "in2n-big": (True, True, 16384),
+    "in2n": (False, True, 16384),
+    "in2n-small": (False, True, 16384),
+    "in2n-lite": (False, False, 4096),
+    "in2n-tiny": (False, False, 4096),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_name_is_our_config_with_its_variant_options(name: str) -> None:
+    config = all_methods[name]
+    assert not isinstance(config, ExternalMethodDummyTrainerConfig), "nerfstudio's placeholder won"
+    assert isinstance(config, In2nTrainerConfig) and isinstance(config.pipeline, In2nPipelineConfig)
+    assert config.method_name == name
+    full_precision, lpips, rays = VARIANTS[name]
+    pipeline = config.pipeline
+    assert pipeline.ip2p_use_full_precision is full_precision
+    assert pipeline.model.use_lpips is lpips
+    assert pipeline.datamanager.train_num_rays_per_batch == rays
+    assert pipeline.model.patch_size == pipeline.datamanager.patch_size == (32 if lpips else 1)
+    assert "Instruct-NeRF2NeRF" in all_descriptions[name] or "Alias of" in all_descriptions[name]
+
+
+def test_aliases_equal_their_variants_but_for_the_name() -> None:
+    for alias, target in (("in2n-small", "in2n"), ("in2n-tiny", "in2n-lite")):
+        assert all_methods[alias].pipeline == all_methods[target].pipeline
+        assert all_methods[alias].optimizers == all_methods[target].optimizers
+
+
+def test_variants_share_the_base_everywhere_else() -> None:
+    big, lite = all_methods["in2n-big"], all_methods["in2n-lite"]
+    assert big.pipeline.prompt == lite.pipeline.prompt and big.pipeline.edit_rate == lite.pipeline.edit_rate == 10
+    assert big.max_num_iterations == lite.max_num_iterations
+
+
+def test_ns_train_help_lists_the_five_methods() -> None:
+    result = subprocess.run([ns("ns-train"), "-h"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = flat(result.stdout)
+    for name in VARIANTS:
+        assert f"{name} " in text or f"{name}," in text, name
+    assert "half precision, no LPIPS, 4096 rays" in text
+    # The placeholders' descriptions, which would show if they had won over the plugin.
+    assert "Full model, used in paper" not in text and "Half prevision with no LPIPS" not in text
+
+
+def test_ns_train_in2n_help_shows_our_options_not_an_install_hint() -> None:
+    result = subprocess.run([ns("ns-train"), "in2n", "-h"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = flat(result.stdout)
+    for option in ("--pipeline.prompt", "--pipeline.guidance-scale", "--pipeline.image-guidance-scale",
+                   "--pipeline.ip2p-model", "--pipeline.ip2p-device", "--pipeline.seed"):  # fmt: skip
+        assert option in text, option
+    assert "git+https://github.com/ayaanzhaque/instruct-nerf2nerf" not in text
