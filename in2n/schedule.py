@@ -30,7 +30,8 @@ class EditSchedule:
         self.order = self._shuffled(self.passes_completed)
 
     def _shuffled(self, pass_index: int) -> List[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_index)
+        # Any integer is a valid --pipeline.seed; torch takes 64 bits (negative values wrap the same way).
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + pass_index) % (1 << 64))
         return torch.randperm(self.num_views, generator=generator).tolist()
 
     def next_views(self, count: int) -> List[int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, List
 
+from in2n.editing.base import NUM_TRAIN_TIMESTEPS
 from in2n.editing.devices import resolve_device
 from in2n.errors import In2nError
 
@@ -30,8 +32,10 @@ def config_problems(config: In2nPipelineConfig) -> List[str]:
         ("guidance-scale", config.guidance_scale),
         ("image-guidance-scale", config.image_guidance_scale),
     ):
-        if not value >= 0:  # also rejects NaN
-            problems.append(f"--pipeline.{option} is {value}; it must be 0 or more (typical: 7.5 text, 1.5 image).")
+        if not 0 <= value < math.inf:  # also rejects NaN
+            problems.append(
+                f"--pipeline.{option} is {value}; it must be 0 or more, and finite (typical: 7.5 text, 1.5 image)."
+            )
     for option, value in (("lower-bound", config.lower_bound), ("upper-bound", config.upper_bound)):
         if not 0.0 <= value <= 1.0:
             problems.append(f"--pipeline.{option} is {value}; noise-level bounds are fractions between 0 and 1.")
@@ -51,6 +55,16 @@ def config_problems(config: In2nPipelineConfig) -> List[str]:
     ):
         if value < 1:
             problems.append(f"--pipeline.{option} is {value}; it must be at least 1.")
+    if config.diffusion_steps > NUM_TRAIN_TIMESTEPS:
+        problems.append(
+            f"--pipeline.diffusion-steps is {config.diffusion_steps}; the diffusion process has only "
+            f"{NUM_TRAIN_TIMESTEPS} steps. Use at most {NUM_TRAIN_TIMESTEPS} (default 20)."
+        )
+    if config.log_strips_every < 0:
+        problems.append(
+            f"--pipeline.log-strips-every is {config.log_strips_every}; use 0 to turn the strips off, or a number of "
+            "edits."
+        )
     if config.max_edit_size < 64:
         problems.append(f"--pipeline.max-edit-size is {config.max_edit_size}; use at least 64 (default 512).")
     problems += patch_problems(config)

@@ -35,14 +35,21 @@ def ddim_schedule(noise_level: int, steps: int, steps_offset: int = 1, scale_wit
     With `scale_with_noise`, the steps are those of the full 1000-step grid that lie below the noise level,
     as diffusers' img2img `strength` does: an edit at low noise runs proportionally fewer passes.
     """
-    if scale_with_noise:
-        ratio = NUM_TRAIN_TIMESTEPS // steps
-        count = max(1, min(steps, int(steps * noise_level / NUM_TRAIN_TIMESTEPS)))
-    else:
-        count = max(1, min(steps, noise_level))
-        ratio = max(1, noise_level // count)
+    count, ratio = _spacing(noise_level, steps, scale_with_noise)
+    last = NUM_TRAIN_TIMESTEPS - 1
+    if (count - 1) * ratio + steps_offset > last:
+        # Only at the very top (noise level 1000 with as many steps): start one grid step lower, on the grid.
+        count, ratio = _spacing(last + 1 - steps_offset, steps, scale_with_noise)
     timesteps = tuple(i * ratio + steps_offset for i in reversed(range(count)))
     return DdimSchedule(timesteps=timesteps, previous=tuple(t - ratio for t in timesteps))
+
+
+def _spacing(noise_level: int, steps: int, scale_with_noise: bool) -> Tuple[int, int]:
+    """(number of steps, timesteps between them) of an edit from `noise_level`."""
+    if scale_with_noise:
+        return max(1, min(steps, int(steps * noise_level / NUM_TRAIN_TIMESTEPS))), NUM_TRAIN_TIMESTEPS // steps
+    count = max(1, min(steps, noise_level))
+    return count, max(1, noise_level // count)
 
 
 class DdimSampler:
