@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Literal, Optional, Type
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
 from torch import Tensor
 
+from in2n.background_edits import (
+    ConcurrentEdits,
+    EditRequest,
+    EditWorker,
+    PendingEdit,
+    edits_run_concurrently,
+    finished,
+    raise_if_failed,
+)
 from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
+from in2n.edit_strips import log_edit_strips, strips_due
 from in2n.editing.base import Editor, EditSettings
 from in2n.editing.loading import DEFAULT_IP2P_MODEL
 from in2n.logging import notice
@@ -22,7 +34,8 @@ from in2n.model import In2nModelConfig
 from in2n.validation import check_pipeline_config
 from in2n.viewer_controls import EditControls
 
-EDIT_STATE_VERSION = 1
+EDIT_STATE_VERSION = 2
+"""2 added the edits in flight ("pending"); version 1 states load as having none."""
 
 
 @dataclass
@@ -65,6 +78,13 @@ class In2nPipelineConfig(VanillaPipelineConfig):
     """Run only the DDIM steps below each edit's noise level (img2img strength semantics): faster, not identical."""
     seed: int = 0
     """Seeds the order of views and every edit's noise, so a run and its resume are reproducible."""
+    concurrent_edits: ConcurrentEdits = "auto"
+    """Edit on a worker thread while the NeRF keeps training. An edit requested at step s is then written at step
+    s + edit_rate (waited for if unfinished), one edit interval later than without, so results do not depend on the
+    devices' speed. auto: on when InstructPix2Pix has its own device (--pipeline.ip2p-device, e.g. cuda:1). on: also
+    on a shared device, where the two take turns on it."""
+    log_strips_every: int = 50
+    """Log original | render | edited strips of the edited views to the logger (--vis) every this many edits; 0: off."""
 
 
 class In2nPipeline(VanillaPipeline):
@@ -93,13 +113,21 @@ class In2nPipeline(VanillaPipeline):
         self.edited_views: set[int] = set()
         self.edit_start_step: Optional[int] = None
         self._initial_model_state: Optional[Dict[str, Tensor]] = None
+        self._worker: Optional[EditWorker] = None
+        self._pending: List[PendingEdit] = []
         if test_mode == "val":
             from in2n.editing.factory import build_editor
             from in2n.schedule import EditSchedule
 
             self._editor = build_editor(config, default_device=device)
             self._schedule = EditSchedule(self.datamanager.num_views, seed=config.seed)
-            notice(f"editing with {self._editor.describe()}; {self.datamanager.num_views} training views")
+            concurrently = ""
+            if edits_run_concurrently(config.concurrent_edits, self._editor, device):
+                self._worker = EditWorker(self._editor)
+                concurrently = (
+                    f"; edits run beside training and are written {config.edit_rate} steps after their render"
+                )
+            notice(f"editing with {self._editor.describe()}; {self.datamanager.num_views} training views{concurrently}")
 
     @property
     def editor(self) -> Optional[Editor]:
@@ -121,38 +149,84 @@ class In2nPipeline(VanillaPipeline):
             scale_steps_with_noise=self.config.scale_steps_with_noise,
         )
 
+    @property
+    def pending_edits(self) -> List[PendingEdit]:
+        """Edits handed to the worker thread and not yet written, oldest first."""
+        return list(self._pending)
+
     def get_train_loss_dict(self, step: int):
-        if self._editor is not None and step % self.config.edit_rate == 0 and not self.edit_controls.paused:
-            self.edit_views(step)
+        if self._editor is not None:
+            self.write_finished_edits(step)
+            if step % self.config.edit_rate == 0 and not self.edit_controls.paused:
+                self.edit_views(step)
         return super().get_train_loss_dict(step)
 
     def edit_views(self, step: int) -> List[int]:
-        """Edit the next views of the schedule and write them into the training images; returns those written."""
+        """Edit the next views of the schedule and write them into the training images; returns those written.
+
+        With concurrent edits, the renders are handed to the worker thread instead and nothing is written now:
+        `write_finished_edits` writes them at step + edit_rate.
+        """
         assert self._editor is not None and self._schedule is not None
         if self.edit_start_step is None:
             self.edit_start_step = step
         views = self._schedule.next_views(self.config.edit_count)
+        requests = [self._request_edit(group, step) for group in group_by_size(views, self.datamanager.image_size)]
+        if self._worker is not None:
+            due_step = step + self.config.edit_rate
+            self._pending += [PendingEdit(r, due_step, self._start_edit(r)) for r in requests]
+            return []
         written: List[int] = []
-        for group in group_by_size(views, self.datamanager.image_size):
-            written += self._edit_group(group, step)
-        self._schedule.mark_edited(len(written))
-        self.edit_controls.show_progress(self._schedule, len(self.edited_views), self.datamanager.num_views)
-        writer.put_scalar("in2n/views_edited", self._schedule.views_edited, step)
-        writer.put_scalar("in2n/passes_completed", self._schedule.passes_completed, step)
+        for request in requests:
+            written += self._write_edit(request, request.run(self._editor))
+        self._record_progress(step)
         return written
 
-    def _edit_group(self, views: List[int], step: int) -> List[int]:
-        assert self._editor is not None and self._schedule is not None
+    def write_finished_edits(self, step: int) -> List[int]:
+        """Write the edits due at `step` (waiting for unfinished ones); returns the views written.
+
+        A failed edit is re-raised here as soon as it is known, with the worker's exception and traceback.
+        """
+        raise_if_failed(self._pending)
+        due = [edit for edit in self._pending if edit.due_step <= step]
+        if not due:
+            return []
+        self._pending = [edit for edit in self._pending if edit.due_step > step]
+        written: List[int] = []
+        for edit in due:
+            written += self._write_edit(edit.request, edit.result.result())
+        self._record_progress(step)
+        return written
+
+    def _request_edit(self, views: List[int], step: int) -> EditRequest:
+        """Render the views now (the NeRF is only used on the training thread) and gather the edit's inputs."""
         renders = torch.stack([self.render_view(view) for view in views]).permute(0, 3, 1, 2)
-        originals = torch.stack([self.datamanager.original_rgb(view) for view in views]).permute(0, 3, 1, 2)
-        edited = self._editor.edit(
-            renders.cpu(),
-            originals.cpu(),
-            views,
-            self.edit_controls.prompt.value,
-            self.edit_settings(),
-            [edit_seed(self.config.seed, step, view) for view in views],
+        return EditRequest(
+            step=step,
+            views=views,
+            renders=renders.cpu(),
+            originals=self._originals(views),
+            prompt=self.edit_controls.prompt.value,
+            settings=self.edit_settings(),
+            seeds=[edit_seed(self.config.seed, step, view) for view in views],
         )
+
+    def _start_edit(self, request: EditRequest) -> Future:
+        """On the worker thread if edits run concurrently, otherwise now, on this thread."""
+        assert self._editor is not None
+        if self._worker is not None:
+            return self._worker.submit(request)
+        return finished(request.run(self._editor))
+
+    def _originals(self, views: List[int]) -> Tensor:
+        return torch.stack([self.datamanager.original_rgb(view) for view in views]).permute(0, 3, 1, 2).cpu()
+
+    def _write_edit(self, request: EditRequest, edited: Tensor) -> List[int]:
+        """Write an edit's finite images into the training images; queue the other views for a retry."""
+        assert self._schedule is not None
+        views, step = request.views, request.step
+        if strips_due(step, self.config.edit_rate, self.config.log_strips_every):
+            log_edit_strips(views, request.originals, request.renders, edited, step)
         written = []
         for view, image in zip(views, edited, strict=False):
             if not torch.isfinite(image).all():
@@ -162,7 +236,32 @@ class In2nPipeline(VanillaPipeline):
             self.datamanager.replace_image(view, image.permute(1, 2, 0))
             self.edited_views.add(view)
             written.append(view)
+        self._schedule.mark_edited(len(written))
         return written
+
+    def _record_progress(self, step: int) -> None:
+        assert self._schedule is not None
+        self.edit_controls.show_progress(self._schedule, len(self.edited_views), self.datamanager.num_views)
+        writer.put_scalar("in2n/views_edited", self._schedule.views_edited, step)
+        writer.put_scalar("in2n/passes_completed", self._schedule.passes_completed, step)
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        # The final checkpoint (saved just before AFTER_TRAIN) holds the edits in flight; nothing else needs them.
+        return callbacks + [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], self.stop_edit_worker)]
+
+    def stop_edit_worker(self, step: Optional[int] = None) -> None:
+        """Drop the edits in flight and stop the worker thread (after the edit it is running, if any)."""
+        self._discard_pending()
+        if self._worker is not None:
+            self._worker.close()
+
+    def _discard_pending(self) -> None:
+        for edit in self._pending:
+            edit.result.cancel()  # queued ones never run; a running one finishes and is ignored
+        self._pending = []
 
     @torch.no_grad()
     def render_view(self, view: int) -> Tensor:
@@ -184,6 +283,7 @@ class In2nPipeline(VanillaPipeline):
             return
         from in2n.schedule import EditSchedule
 
+        self._discard_pending()
         self.datamanager.restore_originals()
         self._schedule = EditSchedule(self.datamanager.num_views, seed=self.config.seed)
         self.edited_views.clear()
@@ -197,7 +297,8 @@ class In2nPipeline(VanillaPipeline):
         self._initial_model_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def edit_state_dict(self) -> Dict[str, Any]:
-        """What a checkpoint needs to continue the edit: edited views (as 8-bit images) and the schedule."""
+        """What a checkpoint needs to continue the edit: edited views (as 8-bit images), the schedule, and the edits
+        in flight (their renders and seeds: a resumed run edits them again and writes them at the same step)."""
         assert self._schedule is not None
         views = sorted(self.edited_views)
         return {
@@ -208,6 +309,7 @@ class In2nPipeline(VanillaPipeline):
             "schedule": self._schedule.state_dict(),
             "edited_views": views,
             "edited_images": [to_uint8(self.datamanager.current_rgb(v)) for v in views],
+            "pending": [edit.state_dict() for edit in self._pending],
         }
 
     def load_edit_state_dict(self, state: Dict[str, Any]) -> None:
@@ -217,6 +319,10 @@ class In2nPipeline(VanillaPipeline):
         self.edited_views = set(state["edited_views"])
         for view, image in zip(state["edited_views"], state["edited_images"], strict=False):
             self.datamanager.replace_image(view, image.float() / 255.0)
+        self._discard_pending()
+        for entry in state.get("pending", []):
+            request = EditRequest.from_state_dict(entry["request"], self._originals(entry["request"]["views"]))
+            self._pending.append(PendingEdit(request, entry["due_step"], self._start_edit(request)))
 
 
 @contextmanager

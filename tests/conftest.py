@@ -13,6 +13,7 @@ from typing import List
 
 import pytest
 
+import in2n.logging
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.ip2p import save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
@@ -51,6 +52,12 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
     os.environ.setdefault("WANDB_MODE", "disabled")
     return torch_home
+
+
+@pytest.fixture(autouse=True)
+def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-time notices are once per process; each test starts as a fresh process would."""
+    monkeypatch.setattr(in2n.logging, "_shown", set())
 
 
 @pytest.fixture(scope="session")

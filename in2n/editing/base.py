@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -56,6 +56,8 @@ class Editor(ABC):
     """
 
     name: str = "editor"
+    device: Optional[torch.device] = None
+    """Where the editor computes; None: on whatever device the images are on."""
 
     @abstractmethod
     def edit(

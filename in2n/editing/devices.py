@@ -39,3 +39,14 @@ def diffusion_dtype(device: torch.device, full_precision: bool) -> torch.dtype:
     if full_precision or device.type == "cpu":
         return torch.float32
     return torch.float16
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one ("cuda" without an index is the current CUDA device)."""
+
+    def canonical(device: torch.device) -> torch.device:
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return device
+
+    return canonical(a) == canonical(b)
