@@ -1,0 +1,150 @@
+"""An in2n run as read from its folder: config, newest checkpoint, edited views, and the dataset it trained on.
+
+Reads only files (config.yml, the checkpoint, the dataset); it never builds the pipeline or loads the diffusion
+model, so it is quick and works on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from torch import Tensor
+
+from in2n.checkpoints import checkpoints_in, find_checkpoint, load_checkpoint_file
+from in2n.errors import In2nError
+
+
+@dataclass
+class EditedRun:
+    """What an export needs from an in2n run."""
+
+    checkpoint: Path
+    """The newest checkpoint of the run."""
+    step: int
+    """The training step the checkpoint was written at."""
+    edited_images: Dict[int, Tensor]
+    """Edited training views by view index, uint8 [H, W, 3], at the resolution the run trained at."""
+    num_views: int
+    """Training views of the run."""
+
+
+@dataclass
+class SourceDataset:
+    """The nerfstudio-data dataset a run trained on, as its dataparser saw it."""
+
+    data_dir: Path
+    """Folder that the paths in transforms.json are relative to."""
+    transforms: Dict[str, Any]
+    """The parsed transforms.json."""
+    downscale_factor: int
+    """The factor the run read images at: above 1, the dataparser read `images_<factor>/` copies."""
+    train_files: List[Path]
+    """The image file of each training view, in view order."""
+    train_sizes: List[Tuple[int, int]]
+    """(height, width) of each training view's camera."""
+
+
+def run_config_file(path: Path) -> Path:
+    """The config.yml a --load-config names (a run folder stands for the config.yml in it)."""
+    if path.is_dir() and (path / "config.yml").is_file():
+        return path / "config.yml"
+    if not path.is_file():
+        raise In2nError(f"--load-config {path} does not exist. Pass the config.yml of an in2n run folder.")
+    return path
+
+
+def load_run_config(path: Path) -> TrainerConfig:
+    try:
+        config = yaml.load(path.read_text(), Loader=yaml.Loader)
+    except Exception as error:  # a damaged or foreign file fails anywhere inside the YAML loader
+        raise In2nError(f"--load-config {path} could not be read as a run config ({type(error).__name__}).") from None
+    if not isinstance(config, TrainerConfig):
+        raise In2nError(f"--load-config {path} is not the config.yml a training run writes.")
+    return config
+
+
+def read_edited_run(config: TrainerConfig, config_path: Path) -> EditedRun:
+    """The edit state in the run's newest checkpoint; a clear error for runs that edited nothing."""
+    folder = config_path.parent / config.relative_model_dir
+    if not folder.is_dir() or not checkpoints_in(folder):
+        raise In2nError(
+            f"{folder} holds no checkpoint: the run saved none yet (it saves every --steps-per-save steps and at "
+            "the end). Let it reach a save, then export."
+        )
+    checkpoint = find_checkpoint(folder, None, None)
+    state = load_checkpoint_file(checkpoint)
+    edit = state.get("in2n")
+    if edit is None:
+        raise In2nError(
+            f"{config_path} is a {config.method_name} run: its checkpoints hold no edit. Pass the config.yml of an "
+            "in2n run (outputs/<scene>/in2n/<timestamp>/config.yml)."
+        )
+    if not edit["edited_views"]:
+        raise In2nError(
+            f"{checkpoint} (step {state['step']}) holds no edited view yet. Continue the edit (ns-train in2n "
+            "--load-dir with this run's nerfstudio_models) until views are edited, then export."
+        )
+    return EditedRun(
+        checkpoint=checkpoint,
+        step=int(state["step"]),
+        edited_images=dict(zip(edit["edited_views"], edit["edited_images"], strict=True)),
+        num_views=len(edit["image_sizes"]),
+    )
+
+
+def read_source_dataset(config: TrainerConfig, data: Optional[Path]) -> SourceDataset:
+    """Parse the run's dataset with the run's own dataparser options (`data` replaces its location)."""
+    datamanager = config.pipeline.datamanager
+    parser_config = datamanager.dataparser
+    if not isinstance(parser_config, NerfstudioDataParserConfig):
+        raise In2nError(
+            f"the run read its data with {type(parser_config).__name__}; exporting supports nerfstudio-data "
+            "datasets (transforms.json), the format ns-process-data writes."
+        )
+    if getattr(datamanager, "camera_res_scale_factor", 1.0) != 1.0:
+        raise In2nError(
+            f"the run resized its images on loading (--pipeline.datamanager.camera-res-scale-factor "
+            f"{datamanager.camera_res_scale_factor}); exporting supports the dataset's own resolutions and "
+            "--downscale-factor only."
+        )
+    location = Path(data or datamanager.data or parser_config.data)
+    if not location.exists():
+        raise In2nError(
+            f"the run's dataset {location} is not there (a relative path is read from the current folder). Pass "
+            "its location with --data."
+        )
+    transforms_path = location if location.suffix == ".json" else location / "transforms.json"
+    if not transforms_path.is_file():
+        raise In2nError(f"{location} holds no transforms.json; pass the nerfstudio-data folder the run used (--data).")
+    parser = dataclasses.replace(parser_config, data=location).setup()
+    outputs = parser.get_dataparser_outputs("train")
+    cameras = outputs.cameras
+    return SourceDataset(
+        data_dir=transforms_path.parent,
+        transforms=json.loads(transforms_path.read_text()),
+        downscale_factor=int(parser.downscale_factor),
+        train_files=list(outputs.image_filenames),
+        train_sizes=[(int(h), int(w)) for h, w in zip(cameras.height.flatten(), cameras.width.flatten(), strict=True)],
+    )
+
+
+def check_run_matches_dataset(run: EditedRun, dataset: SourceDataset) -> None:
+    if run.num_views != len(dataset.train_files):
+        raise In2nError(
+            f"the run edited {run.num_views} training views, but its dataset now gives {len(dataset.train_files)}. "
+            "Export with the dataset the run trained on (--data)."
+        )
+    for view, image in run.edited_images.items():
+        if tuple(image.shape[:2]) != dataset.train_sizes[view]:
+            height, width = dataset.train_sizes[view]
+            raise In2nError(
+                f"view {view} was edited at {image.shape[1]}x{image.shape[0]} pixels, but the dataset gives "
+                f"{width}x{height} for it. Export with the dataset the run trained on (--data)."
+            )
