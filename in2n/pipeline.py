@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class In2nPipeline(VanillaPipeline):
         if test_mode == "val":
             check_pipeline_config(config)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
-        self.edit_controls = EditControls(config, on_reset=self.reset_edit)
+        self.edit_controls = EditControls(config, on_reset=self.request_reset)
         # The editor is not a submodule: its weights must never reach state_dict() or a checkpoint, and only
         # training builds it (ns-render and ns-viewer set the pipeline up in "test" or "inference" mode).
         self._editor: Optional[Editor] = None
@@ -115,6 +116,7 @@ class In2nPipeline(VanillaPipeline):
         self._initial_model_state: Optional[Dict[str, Tensor]] = None
         self._worker: Optional[EditWorker] = None
         self._pending: List[PendingEdit] = []
+        self._reset_requested = threading.Event()
         if test_mode == "val":
             from in2n.editing.factory import build_editor
             from in2n.schedule import EditSchedule
@@ -155,6 +157,9 @@ class In2nPipeline(VanillaPipeline):
         return list(self._pending)
 
     def get_train_loss_dict(self, step: int):
+        if self._reset_requested.is_set():
+            self._reset_requested.clear()
+            self.reset_edit()
         if self._editor is not None:
             self.write_finished_edits(step)
             if step % self.config.edit_rate == 0 and not self.edit_controls.paused:
@@ -277,6 +282,12 @@ class In2nPipeline(VanillaPipeline):
             outputs = self.model.get_outputs_for_camera_ray_bundle(ray_bundle)
         return outputs["rgb"].clamp(0.0, 1.0)
 
+    def request_reset(self) -> None:
+        """Reset before the next training step. The viewer calls this from its own thread, where changing the
+        images and weights could tear a step that is running."""
+        self._reset_requested.set()
+        self.edit_controls.progress.value = "reset requested: applied before the next training step"
+
     def reset_edit(self) -> None:
         """Restore the original images, the schedule and the model weights the edit started from."""
         if self._schedule is None:
@@ -289,8 +300,12 @@ class In2nPipeline(VanillaPipeline):
         self.edited_views.clear()
         if self._initial_model_state is not None:
             self.model.load_state_dict(self._initial_model_state)
+            restored = "original images and the model the edit started from restored"
+        else:
+            # A resumed run never saw the nerfacto weights its edit started from.
+            restored = "original images restored; the model keeps its weights (this run resumed an edit)"
         self.edit_controls.show_progress(self._schedule, 0, self.datamanager.num_views)
-        notice("edit reset: original images and the starting model restored")
+        notice(f"edit reset: {restored}")
 
     def remember_initial_model(self) -> None:
         """Keep a CPU copy of the weights the edit starts from, for Reset."""

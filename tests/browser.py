@@ -1,6 +1,6 @@
 """A headless Chromium driven over the DevTools protocol.
 
-The browser is Debian's `chromium` package (installed with apt-get when missing), never a downloaded one. The
+The browser is Debian's `chromium` package (`make test` installs it), never a downloaded one. The
 DevTools client is a plain websocket (the `websockets` package, which viser already depends on).
 """
 
@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -40,28 +38,10 @@ LAUNCH_ARGS: List[str] = [
 
 
 def ensure_chromium() -> Path:
-    """The system Chromium, installed from the distribution's packages if it is missing; fails the test with the
-    reason when that is impossible."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        pytest.fail(f"{CHROMIUM} is missing and there is no apt-get to install it: install the `chromium` package")
-    if os.geteuid() != 0:
-        pytest.fail(f"{CHROMIUM} is missing: install it as root with `apt-get install -y chromium`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    outputs = []
-    for commands in ([[apt_get, "install", "-y", "chromium"]],
-                     [[apt_get, "update"], [apt_get, "install", "-y", "chromium"]]):  # fmt: skip
-        for command in commands:
-            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-            output = result.stdout[-1500:] + result.stderr[-1500:]
-            outputs.append(f"$ {' '.join(command)} (exit {result.returncode})\n{output}")
-            if result.returncode != 0:
-                break
-        if CHROMIUM.exists():
-            return CHROMIUM
-    pytest.fail("could not install Debian's chromium package with apt-get:\n" + "\n".join(outputs))
+    """The system Chromium (`make test` installs Debian's package when it is missing)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs it, or `apt-get install -y chromium`")
+    return CHROMIUM
 
 
 class Chromium:

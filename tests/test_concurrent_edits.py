@@ -224,6 +224,7 @@ def test_a_checkpoint_taken_while_an_edit_is_in_flight_resumes_it(scene: Path, m
     gate.clear()
     pipeline.edit_views(step=EDIT_RATE)
     pipeline.edit_controls.reset.cb_hook(pipeline.edit_controls.reset)
+    pipeline.get_train_loss_dict(step=EDIT_RATE + 1)  # resets first
     gate.set()
     assert pipeline.pending_edits == [] and pipeline.write_finished_edits(step=2 * EDIT_RATE) == []
     assert torch.equal(pipeline.datamanager.images, pipeline.datamanager.original_images)

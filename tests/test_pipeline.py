@@ -12,6 +12,7 @@ from PIL import Image
 from in2n.editing.reference import reference_target
 from in2n.pipeline import edit_seed, group_by_size
 from in2n.schedule import EditSchedule
+from in2n.synthetic.scene import SceneConfig, write_scene
 from tests.pipelines import make_pipeline
 
 
@@ -187,6 +188,9 @@ def test_reset_restores_images_schedule_and_model(scene: Path) -> None:
         for parameter in pipeline.model.parameters():
             parameter.add_(1.0)
     pipeline.edit_controls.reset.cb_hook(pipeline.edit_controls.reset)
+    assert pipeline.edited_views, "the viewer's thread only requests the reset"
+    pipeline.config.edit_rate = 2
+    pipeline.get_train_loss_dict(step=1)  # the training thread resets before the step (which makes no edit)
     assert torch.equal(pipeline.datamanager.images, pipeline.datamanager.original_images)
     assert pipeline.edited_views == set() and pipeline.schedule.views_edited == 0
     for key, value in pipeline.model.state_dict().items():
@@ -196,3 +200,21 @@ def test_reset_restores_images_schedule_and_model(scene: Path) -> None:
 def test_seeds_and_grouping_helpers() -> None:
     assert edit_seed(0, 10, 3) == edit_seed(0, 10, 3) != edit_seed(0, 10, 4)
     assert group_by_size([0, 1, 2], lambda v: (1, 1) if v != 1 else (2, 2)) == [[0, 2], [1]]
+
+
+def test_rgba_views_are_edited_over_white_and_stored_opaque(tmp_path: Path, capsys) -> None:
+    write_scene(tmp_path, SceneConfig(num_views=8, rgba=True))
+    pipeline = make_pipeline(tmp_path, edit_count=2)
+    datamanager = pipeline.datamanager
+    assert datamanager.num_channels == 4
+    assert "alpha channel" in " ".join(capsys.readouterr().out.split())
+    sky = datamanager.original_images[0][..., 3] == 0
+    assert sky.any(), "the scene has transparent pixels"
+    assert torch.equal(datamanager.original_rgb(0)[sky], torch.ones(int(sky.sum()), 3)), "composited over white"
+    written = pipeline.edit_views(step=0)
+    assert len(written) == 2
+    for view in written:
+        assert torch.equal(datamanager.images[view][..., 3], torch.ones(datamanager.image_size(view)))
+        assert not torch.equal(datamanager.current_rgb(view), datamanager.original_rgb(view))
+    untouched = next(v for v in range(datamanager.num_views) if v not in written)
+    assert torch.equal(datamanager.images[untouched], datamanager.original_images[untouched])
