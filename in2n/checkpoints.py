@@ -111,6 +111,9 @@ def atomic_save(state: Dict[str, Any], path: Path, scratch_dir: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+    # What a run killed while saving left behind: never loadable, so not worth its disk space.
+    for stale in scratch_dir.glob(f".step-*.ckpt{PARTIAL_SUFFIX}"):
+        stale.unlink(missing_ok=True)
 
 
 def source_run_config(checkpoint: Path) -> Optional[Any]:

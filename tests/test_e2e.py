@@ -68,7 +68,7 @@ def test_ns_render_renders_the_edit_without_the_diffusion_model(ip2p_run: Path, 
 def test_reference_edit_moves_held_out_views_to_the_target(
     reference_run: Path, nerfacto_run: Path, scene: Path, workdir: Path
 ):
-    """After the edit, renders of views the edit never saw are closer to the edited target than to the originals."""
+    """Views the edit never saw (the eval split) render close to the edited target after the edit, not before."""
     scores = {}
     for name, config in (("before", nerfacto_run.parent / "config.yml"),
                          ("after", reference_run / "config.yml")):  # fmt: skip
@@ -78,7 +78,7 @@ def test_reference_edit_moves_held_out_views_to_the_target(
         assert len(renders) == 2
         scores[name] = [distances(read_rgb(path), read_rgb(scene / "images" / path.name)) for path in renders]
     for to_original, to_target in scores["before"]:
-        assert to_original < to_target, scores
+        assert to_original < 0.5 * to_target, scores
     for to_original, to_target in scores["after"]:
         assert to_target < 0.5 * to_original, scores
 

@@ -1,9 +1,9 @@
 """A deterministic, non-generative editor: a measurable stand-in for the diffusion model.
 
-It edits every view towards a fixed recolouring of its original (red, green, blue -> blue, red, green),
-moving the render by the sampled noise level as the diffusion model would (more noise, more edit). The
-result depends on the render as well as on the original, so a wrong camera or a lost write lowers how
-close the scene gets to the target. Used by the tests and by the offline demo; it ignores the prompt.
+It edits every view towards the photographic negative of its original (each colour c becomes 1 - c), moving the
+render by the sampled noise level as the diffusion model would (more noise, more edit). The result depends on the
+render as well as on the original, so a wrong camera or a lost write lowers how close the scene gets to the target.
+Used by the tests and by the offline demo; it ignores the prompt.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from torch import Tensor
 
 from in2n.editing.base import NUM_TRAIN_TIMESTEPS, Editor, EditSettings, check_batch, sample_noise_level, view_generator
 
-TARGET_CHANNEL_ORDER = (2, 0, 1)
-"""The target of the edit: the original with its channels rotated."""
-
 
 def reference_target(originals: Tensor) -> Tensor:
-    """The image the reference editor converges to for the given originals ([..., 3, H, W])."""
-    return originals[..., list(TARGET_CHANNEL_ORDER), :, :]
+    """The image the reference editor converges to for the given originals ([..., 3, H, W]): their negative, a change
+    far larger than a NeRF's error on a view it never saw, so that the edit's effect on such views is measurable."""
+    return 1.0 - originals
 
 
 class ReferenceEditor(Editor):
@@ -48,4 +46,4 @@ class ReferenceEditor(Editor):
         return torch.lerp(renders, target, strengths).clamp(0.0, 1.0)
 
     def describe(self) -> str:
-        return "reference editor (deterministic recolouring; test and demo backend, ignores the prompt)"
+        return "reference editor (deterministic recolouring to the negative; test and demo backend, ignores the prompt)"
