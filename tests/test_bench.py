@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +11,7 @@ import torch
 
 from in2n.editing.base import EditSettings
 from in2n.editing.ip2p import InstructPix2PixEditor
+from tests.helpers import import_script
 
 BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 EDIT_KEYS = {
@@ -33,12 +32,7 @@ POSITIVE_TIMES = ("nerf_render", "vae_encode_render", "unet", "vae_decode", "tot
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """scripts/bench.py, imported as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("in2n_bench_script", BENCH_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the config's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return import_script(BENCH_SCRIPT)
 
 
 @pytest.mark.parametrize("timed_passes", [1, 2], ids=["derived", "measured"])

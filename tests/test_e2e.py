@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from in2n.editing.reference import reference_target
 from tests.conftest import in2n_args, in2n_run_dir, ns, run
-from tests.helpers import read_rgb
+from tests.helpers import distances, read_rgb
 
 pytestmark = pytest.mark.e2e
 
@@ -81,12 +80,6 @@ def test_reference_edit_moves_held_out_views_to_the_target(
         assert to_original < 0.5 * to_target, scores
     for to_original, to_target in scores["after"]:
         assert to_target < 0.5 * to_original, scores
-
-
-def distances(render: torch.Tensor, original: torch.Tensor) -> tuple:
-    """Mean squared distance of a render [H, W, 3] to the original view and to the reference editor's target."""
-    target = reference_target(original.permute(2, 0, 1)).permute(1, 2, 0)
-    return ((render - original) ** 2).mean().item(), ((render - target) ** 2).mean().item()
 
 
 def render_test_views(config: Path, output: Path, workdir: Path):

@@ -214,7 +214,14 @@ def _shade(primitives: List[_Primitive], origins: np.ndarray, directions: np.nda
     return np.clip(rgb, 0.0, 1.0), hit
 
 
-def _look_at_origin(position: np.ndarray) -> np.ndarray:
+def sphere_points(radius: float, azimuths: np.ndarray, elevations: np.ndarray) -> np.ndarray:
+    """Points (N, 3) on the sphere of the given radius about the origin; angles in radians, elevation above z = 0."""
+    return radius * np.stack(
+        [np.cos(elevations) * np.cos(azimuths), np.cos(elevations) * np.sin(azimuths), np.sin(elevations)], axis=1
+    )
+
+
+def look_at_origin(position: np.ndarray) -> np.ndarray:
     """Camera-to-world matrix of a camera at position looking at the origin with the world up axis pointing up."""
     backward = position / np.linalg.norm(position)
     right = np.cross(_WORLD_UP, backward)
@@ -231,10 +238,12 @@ def _camera_poses(config: SceneConfig, rng: np.random.Generator) -> List[np.ndar
     elevations = np.radians(
         rng.uniform(config.min_elevation_degrees, config.max_elevation_degrees, size=config.num_views)
     )
-    positions = config.radius * np.stack(
-        [np.cos(elevations) * np.cos(azimuths), np.cos(elevations) * np.sin(azimuths), np.sin(elevations)], axis=1
-    )
-    return [_look_at_origin(position) for position in positions]
+    return [look_at_origin(position) for position in sphere_points(config.radius, azimuths, elevations)]
+
+
+def focal_length(config: SceneConfig) -> float:
+    """Focal length in pixels of the shared pinhole intrinsics."""
+    return 0.5 * config.width / np.tan(0.5 * np.radians(config.fov_degrees))
 
 
 def _render(primitives: List[_Primitive], camera_to_world: np.ndarray, focal: float, config: SceneConfig) -> np.ndarray:
@@ -256,6 +265,12 @@ def _render(primitives: List[_Primitive], camera_to_world: np.ndarray, focal: fl
     return np.round(image.mean(axis=(1, 3)) * 255.0).astype(np.uint8)
 
 
+def render_view(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
+    """The scene seen from any camera (world frame, OpenGL convention) with the intrinsics of config: the exact image
+    a novel-view render should reproduce, uint8 of shape (height, width, 3 or 4)."""
+    return _render(_make_primitives(np.random.default_rng(config.seed)), camera_to_world, focal_length(config), config)
+
+
 def write_scene(output_dir: Path, config: SceneConfig) -> Path:
     """Renders the scene and writes ``transforms.json`` and ``images/frame_XXXXX.png`` into output_dir.
 
@@ -271,7 +286,7 @@ def write_scene(output_dir: Path, config: SceneConfig) -> Path:
     rng = np.random.default_rng(config.seed)
     primitives = _make_primitives(rng)
     poses = _camera_poses(config, rng)
-    focal = 0.5 * config.width / np.tan(0.5 * np.radians(config.fov_degrees))
+    focal = focal_length(config)
 
     image_dir = output_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
