@@ -9,7 +9,9 @@ CLIP ViT-L/14 text encoder) and random weights, so compute and memory are those 
   number of DDIM steps whatever the noise level, `empty_cache()` after each edit);
 - NeRF training steps per second with and without editing, and the peak memory of training, per method variant;
 - the wall time and peak memory of `ns-render` on an in2n run, which never loads the diffusion model, against the
-  same with the diffusion model loaded (as the original's pipeline did in every command).
+  same with the diffusion model loaded (as the original's pipeline did in every command);
+- training steps per second over whole edit intervals with edits on a worker thread beside training
+  (`--pipeline.concurrent-edits on`) against edits that stop training (the original's way).
 
 Every result is reported as ours / reference, both measured in the same run. Results go to OUTPUT_DIR/bench.json
 and OUTPUT_DIR/bench.md. Usage: `make bench` or `python scripts/bench.py --help`.
@@ -97,7 +99,7 @@ class BenchConfig:
     skip_training: bool = False
     """Skip the subprocess measurements: NeRF training (steps/s, memory) and ns-render on the run it writes."""
     variants: Tuple[Variant, ...] = ("in2n-big", "in2n", "in2n-lite")
-    """Methods whose training speed and peak memory are measured."""
+    """Methods whose training speed and peak memory are measured (none: `--variants` with no names)."""
     train_steps: int = 3
     """Timed training steps without an edit per variant (after one untimed warm-up step)."""
     train_edits: int = 2
@@ -108,6 +110,10 @@ class BenchConfig:
     """Seeds the random weights and every edit's noise."""
     keep_model: bool = False
     """Keep the saved diffusion model (4.3 GB for sd15) in OUTPUT_DIR/models instead of deleting it at the end."""
+    concurrency_variant: Optional[Variant] = "in2n-lite"
+    """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
+    concurrency_intervals: int = 3
+    """Timed edit intervals (edit_rate steps with one edit each) per mode."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -504,6 +510,33 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def train_interval_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Set up an in2n trainer like ns-train and time whole edit intervals of nerfstudio's training loop."""
+    config = trainer_config(spec["variant"], spec["args"])
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    rate = trainer.pipeline.config.edit_rate
+
+    # Every edit of the timed steps is finished and written at the end (the last one is waited for), so both modes
+    # do the same work: intervals x (edit_rate steps + one edit). One-off costs of the first steps count in both.
+    timed_steps = rate * spec["intervals"]
+    start = time.perf_counter()
+    for number in range(timed_steps):
+        trainer.pipeline.train()
+        trainer.train_iteration(number)
+    trainer.pipeline.write_finished_edits(timed_steps)
+    seconds = time.perf_counter() - start
+    trainer.pipeline.stop_edit_worker()
+    trainer.save_checkpoint(timed_steps)
+    return {
+        "steps_per_s": timed_steps / seconds,
+        "interval_s": seconds / spec["intervals"],
+        "edit_rate": rate,
+        "run_config": str(config.get_base_dir() / "config.yml"),
+    }
+
+
 def render_reference_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """ns-render with the diffusion model loaded first, as every command of the original implementation did."""
     from nerfstudio.scripts.render import entrypoint
@@ -522,7 +555,8 @@ def render_reference_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_worker(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
-    worker = {"train": train_worker, "render-reference": render_reference_worker}[spec["kind"]]
+    worker = {"train": train_worker, "train-interval": train_interval_worker,
+              "render-reference": render_reference_worker}[spec["kind"]]  # fmt: skip
     Path(spec["result"]).write_text(json.dumps(worker(spec)))
 
 
@@ -539,15 +573,19 @@ def measure_runs(config: BenchConfig, work: Path, model: Path, env: Dict[str, st
         work / "logs" / "nerfacto.log", env,
     )  # fmt: skip
     load_dir = work / "runs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models"
+
+    def train_args(name: str) -> List[str]:
+        return ["--pipeline.datamanager.data", str(scene), "--load-dir", str(load_dir),
+                "--pipeline.ip2p-model", str(model), "--pipeline.prompt", config.prompt,
+                "--pipeline.diffusion-steps", str(config.steps), "--output-dir", str(work / "runs"),
+                "--experiment-name", "scene", "--timestamp", name]  # fmt: skip
+
     training: Dict[str, Any] = {}
     for variant in config.variants:
         training[variant] = {}
         for mode in MODES:
             log(f"training {variant}, {mode}")
-            args = ["--pipeline.datamanager.data", str(scene), "--load-dir", str(load_dir),
-                    "--pipeline.ip2p-model", str(model), "--pipeline.prompt", config.prompt,
-                    "--pipeline.diffusion-steps", str(config.steps), "--output-dir", str(work / "runs"),
-                    "--experiment-name", "scene", "--timestamp", f"{variant}-{mode}"]  # fmt: skip
+            args = train_args(f"{variant}-{mode}")
             spec = {
                 "variant": variant,
                 "mode": mode,
@@ -558,7 +596,22 @@ def measure_runs(config: BenchConfig, work: Path, model: Path, env: Dict[str, st
             training[variant][mode] = run_worker_process("train", spec, work, f"train-{variant}-{mode}", env)
         training[variant]["ratio"] = ratios(training[variant]["ours"], training[variant]["reference"])
 
-    run_config = training[config.variants[0]]["ours"]["run_config"]
+    concurrency: Dict[str, Any] = {}
+    if config.concurrency_variant is not None:
+        for mode, concurrent in (("ours", "on"), ("reference", "off")):
+            variant = config.concurrency_variant
+            log(f"training {variant} over whole edit intervals, edits beside training: {concurrent}")
+            spec = {"variant": variant, "intervals": config.concurrency_intervals,
+                    "args": [*train_args(f"{variant}-concurrent-{concurrent}"),
+                             "--pipeline.concurrent-edits", concurrent]}  # fmt: skip
+            concurrency[mode] = run_worker_process("train-interval", spec, work, f"concurrent-{concurrent}", env)
+        concurrency["ratio"] = ratios(concurrency["ours"], concurrency["reference"])
+        concurrency["variant"] = config.concurrency_variant
+
+    runs = [modes["ours"] for modes in training.values()] + ([concurrency["ours"]] if concurrency else [])
+    if not runs:
+        return {"training": training}
+    run_config = runs[0]["run_config"]
     render_args = ["dataset", "--load-config", run_config, "--split", "test", "--rendered-output-names", "rgb",
                    "--image-format", "png"]  # fmt: skip
     log("ns-render, ours")
@@ -576,7 +629,7 @@ def measure_runs(config: BenchConfig, work: Path, model: Path, env: Dict[str, st
     spec = {"model": str(model), "args": [*render_args, "--output-path", str(work / "renders" / "reference")]}
     render["reference"] = run_worker_process("render-reference", spec, work, "render-reference", env)
     render["ratio"] = ratios(render["ours"], render["reference"])
-    return {"training": training, "render": render}
+    return {"training": training, "render": render, **({"concurrency": concurrency} if concurrency else {})}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -744,7 +797,7 @@ def markdown(results: Dict[str, Any]) -> str:
             f"{edit['timed_passes']} of {edit['steps']}.",
             "",
         ]
-    if "training" in results:
+    if results.get("training"):
         lines += [
             "## Training (CPU preset: small nerfacto, 20 views of 64x48, edit_count 1)",
             "",
@@ -760,9 +813,10 @@ def markdown(results: Dict[str, Any]) -> str:
                     f"| {variant} | {label} | {number(modes['ours'][key], mark)} | "
                     f"{number(modes['reference'][key], mark)} | {number(modes['ratio'][key])} |"
                 )
+        lines.append("")
+    if "render" in results:
         render = results["render"]
         lines += [
-            "",
             "## ns-render on an in2n run (the reference loads InstructPix2Pix first, as the original did)",
             "",
             "| measurement | ours | reference | ours / reference |",
@@ -772,6 +826,24 @@ def markdown(results: Dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {number(render['ours'][key])} | {number(render['reference'][key])} | "
                 f"{number(render['ratio'][key])} |"
+            )
+        lines.append("")
+    if "concurrency" in results:
+        concurrency = results["concurrency"]
+        lines += [
+            f"## Edits beside training ({concurrency['variant']}, an edit every {concurrency['ours']['edit_rate']} "
+            "steps, both on the CPU)",
+            "",
+            "| measurement | ours: --pipeline.concurrent-edits on | reference: edits stop training | ours / ref. |",
+            "|---|---|---|---|",
+        ]
+        for key, label in (
+            ("steps_per_s", "steps/s over whole edit intervals"),
+            ("interval_s", "seconds per interval"),
+        ):
+            lines.append(
+                f"| {label} | {number(concurrency['ours'][key])} | {number(concurrency['reference'][key])} | "
+                f"{number(concurrency['ratio'][key])} |"
             )
         lines.append("")
     lines += [
@@ -790,7 +862,7 @@ def markdown(results: Dict[str, Any]) -> str:
         "- Ours and the reference compute the same images; their difference is fp32 rounding between batch sizes "
         "(different convolution algorithms), amplified by the guidance scales and the random weights.",
     ]
-    if "training" in results:
+    if results.get("training"):
         lines += [
             "- Training: one process per variant and mode; step times are means over the timed steps after an untimed "
             "warm-up step; steps/s with editing (*) = edit_rate / ((edit_rate - 1) x step + edit step). On the CPU "
