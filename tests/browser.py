@@ -133,14 +133,20 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float, what: str, on_timeout: Callable[[], str] = str) -> Any:
-        """Poll a JavaScript expression until it is truthy; return its value, or fail saying what was awaited."""
+        """Poll a JavaScript expression until it is truthy; return its value, or fail saying what was awaited.
+
+        An expression that throws counts as not yet true: right after a navigation the new document may have no body.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value, error = self.evaluate(expression), ""
+            except RuntimeError as raised:
+                value, error = None, f" (last error: {raised})"
             if value:
                 return value
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; {on_timeout()}")
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{error}; {on_timeout()}")
             time.sleep(0.25)
 
     def text(self) -> str:
