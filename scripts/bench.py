@@ -462,6 +462,15 @@ def run_worker_process(kind: str, spec: Dict[str, Any], work: Path, name: str, e
     return {**json.loads(result_path.read_text()), **usage}
 
 
+def set_up_trainer(spec: Dict[str, Any]) -> Tuple[In2nTrainerConfig, Any]:
+    """The config and the trainer of a training measurement, set up as ns-train does."""
+    config = trainer_config(spec["variant"], spec["args"])
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return config, trainer
+
+
 def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Set up an in2n trainer like ns-train and time its training steps with and without an edit."""
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
@@ -471,11 +480,8 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
         build = factory.build_editor
         factory.build_editor = lambda config, default_device: ReferenceModeEditor(build(config, default_device))
-    config = trainer_config(spec["variant"], spec["args"])
     start = time.perf_counter()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    config, trainer = set_up_trainer(spec)
     setup_s = time.perf_counter() - start
 
     def step(number: int) -> float:
@@ -512,10 +518,7 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def train_interval_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Set up an in2n trainer like ns-train and time whole edit intervals of nerfstudio's training loop."""
-    config = trainer_config(spec["variant"], spec["args"])
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    config, trainer = set_up_trainer(spec)
     rate = trainer.pipeline.config.edit_rate
 
     # Every edit of the timed steps is finished and written at the end (the last one is waited for), so both modes

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any, List, Optional
+from typing import IO, Any, Callable, List, Optional
 
 import pytest
 
@@ -26,17 +26,29 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def wait_until(
+    condition: Callable[[], bool],
+    process: subprocess.Popen,
+    timeout: float,
+    what: str,
+    log: Optional[Path] = None,
+    interval: float = 0.25,
+) -> None:
+    """Poll `condition` until it holds; fail early, with the process's output, if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"{Path(process.args[0]).name} exited {process.returncode} before {what}{tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{tail(log)}")
+        time.sleep(interval)
+
+
 def wait_for_port(
     port: int, process: subprocess.Popen, timeout: float, log: Optional[Path] = None, host: str = "127.0.0.1"
 ) -> None:
-    """Wait until `process` accepts connections on `port`; fail early, with its output, if it exits."""
-    deadline = time.monotonic() + timeout
-    while not port_is_open(port, host):
-        if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited {process.returncode} before listening on {port}{tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"nothing listened on {host}:{port} after {timeout:.0f} s{tail(log)}")
-        time.sleep(0.25)
+    """Wait until `process` accepts connections on `port`."""
+    wait_until(lambda: port_is_open(port, host), process, timeout, f"listening on {host}:{port}", log)
 
 
 def tail(log: Optional[Path], chars: int = 4000) -> str:

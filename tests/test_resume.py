@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -14,7 +13,7 @@ import pytest
 
 from in2n.checkpoints import PARTIAL_SUFFIX, checkpoints_in, load_checkpoint_file
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
-from tests.processes import start_process_group, tail
+from tests.processes import start_process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -23,6 +22,8 @@ SAVE_EVERY = 5
 EDIT_COUNT = 2
 RUN_NAME = "killed"
 TIMEOUT_S = 600
+POLL_S = 0.05
+"""Short, so that the first kill lands soon after the third save."""
 
 
 def edit_args(load_dir: Path, workdir: Path, scene: Path) -> List[Any]:
@@ -37,16 +38,6 @@ def newest_state(models: Path) -> Dict[str, Any]:
     found = checkpoints_in(models)
     assert found, f"no checkpoint in {models}"
     return load_checkpoint_file(found[max(found)])
-
-
-def wait_until(condition, process, log: Path, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"ns-train exited {process.returncode} before {what}{tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}{tail(log)}")
-        time.sleep(0.05)
 
 
 def kill(process) -> None:
@@ -69,7 +60,7 @@ def read_some_of_a_save(fifo: Path, process, log: Path) -> bytes:
         return bool(chunk)
 
     try:
-        wait_until(some_bytes_arrived, process, log, "the trainer to write a checkpoint")
+        wait_until(some_bytes_arrived, process, TIMEOUT_S, "the trainer to write a checkpoint", log, POLL_S)
     finally:
         os.close(reader)
     return b"".join(received)
