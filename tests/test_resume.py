@@ -84,7 +84,7 @@ def test_killed_runs_resume_their_edit_and_a_kill_during_a_save_corrupts_nothing
     with open(logs[0], "w") as log:
         process = start_process_group(edit_args(nerfacto_run, workdir, scene), log, cwd=workdir)
     wait_until(lambda: models.is_dir() and max(checkpoints_in(models), default=0) >= nerfacto_step + 3 * SAVE_EVERY,
-               process, logs[0], "three checkpoints")  # fmt: skip
+               process, TIMEOUT_S, "three checkpoints", logs[0], POLL_S)  # fmt: skip
     kill(process)
     first = newest_state(models)
     assert first["in2n"]["edit_start_step"] == edit_start
