@@ -12,6 +12,7 @@ from in2n.editing.base import EditSettings, view_generator
 from in2n.editing.ddim import ddim_schedule
 from in2n.editing.ip2p import InstructPix2PixEditor
 from tests.helpers import flat
+from tests.helpers import random_images as images
 
 SETTINGS = EditSettings(diffusion_steps=4)
 
@@ -19,10 +20,6 @@ SETTINGS = EditSettings(diffusion_steps=4)
 @pytest.fixture(scope="module")
 def editor(tiny_ip2p: Path) -> InstructPix2PixEditor:
     return InstructPix2PixEditor(str(tiny_ip2p), torch.device("cpu"))
-
-
-def images(batch: int, seed: int, height: int = 32, width: int = 48) -> torch.Tensor:
-    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 def test_edit_returns_images_of_the_input_shape_dtype_and_range(editor: InstructPix2PixEditor) -> None:

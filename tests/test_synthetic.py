@@ -15,6 +15,8 @@ from in2n.synthetic.ip2p import SD15_SHAPES, build_random_ip2p, save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig, write_scene
 
+SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
 
 def _images(transforms_path: Path) -> list:
     frames = json.loads(transforms_path.read_text())["frames"]
@@ -138,9 +140,36 @@ def test_sd15_shapes_are_those_of_stable_diffusion_1_5() -> None:
     assert SD15_SHAPES.unet_layers_per_block == 2
     assert SD15_SHAPES.unet_attention_head_dim == 8
     assert SD15_SHAPES.vae_block_out_channels == (128, 256, 512, 512)
-    assert (SD15_SHAPES.text_hidden_size, SD15_SHAPES.text_intermediate_size) == (768, 3072)
-    assert (SD15_SHAPES.text_num_layers, SD15_SHAPES.text_num_heads) == (12, 12)
-    assert (SD15_SHAPES.text_vocab_size, SD15_SHAPES.text_hidden_act) == (49408, "quick_gelu")
+    assert (SD15_SHAPES.text.hidden_size, SD15_SHAPES.text.intermediate_size) == (768, 3072)
+    assert (SD15_SHAPES.text.num_layers, SD15_SHAPES.text.num_heads) == (12, 12)
+    assert (SD15_SHAPES.text.vocab_size, SD15_SHAPES.text.hidden_act) == (49408, "quick_gelu")
+    assert SD15_SHAPES.text_2 is None
+
+
+def test_sdxl_size_has_the_parameters_of_sdxl_instructpix2pix() -> None:
+    """Built without memory (on the meta device): SDXL base's networks, its UNet with 8 input channels."""
+    with torch.device("meta"):
+        pipeline = build_random_ip2p("sdxl")
+    counts = {name: sum(p.numel() for p in getattr(pipeline, name).parameters()) for name in SDXL_COMPONENTS}
+    assert counts == {
+        "unet": 2_567_463_684 + 4 * 320 * 3 * 3,  # SDXL's UNet, plus the conv_in weights of the 4 image channels
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,  # CLIP ViT-L/14
+        "text_encoder_2": 694_659_840,  # OpenCLIP ViT-bigG/14 with projection
+    }
+    assert pipeline.unet.config.addition_embed_type == "text_time" and pipeline.vae.config.scaling_factor == 0.13025
+
+
+def test_tiny_sdxl_reloads_offline_and_edits_an_image(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionXLInstructPix2PixPipeline
+
+    folder = save_random_ip2p(tmp_path, size="tiny-sdxl", seed=0)
+    pipeline = StableDiffusionXLInstructPix2PixPipeline.from_pretrained(folder, local_files_only=True)
+    edited = pipeline(
+        "make it red", image=torch.rand(1, 3, 32, 32), height=32, width=32, num_inference_steps=2, output_type="pt"
+    ).images
+    assert edited.shape == (1, 3, 32, 32)
+    assert torch.isfinite(edited).all() and edited.min() >= 0.0 and edited.max() <= 1.0
 
 
 def test_random_alexnet_lets_lpips_build_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -40,11 +41,40 @@ def view_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def noise_level_range(settings: EditSettings) -> Tuple[int, int]:
+    """The lowest and highest timestep an edit starts from: [lower_bound, upper_bound] x 1000."""
+    return int(NUM_TRAIN_TIMESTEPS * settings.lower_bound), int(NUM_TRAIN_TIMESTEPS * settings.upper_bound)
+
+
 def sample_noise_level(generator: torch.Generator, settings: EditSettings) -> int:
     """The timestep t to noise the render to, uniform in [lower_bound, upper_bound] x 1000."""
-    low = int(NUM_TRAIN_TIMESTEPS * settings.lower_bound)
-    high = int(NUM_TRAIN_TIMESTEPS * settings.upper_bound)
+    low, high = noise_level_range(settings)
     return int(torch.randint(low, high + 1, (1,), generator=generator).item())
+
+
+def stratified_noise_level(settings: EditSettings, stratum: int, strata: int, seed: int) -> int:
+    """A noise level in stratum `stratum` of `strata` equal parts of the range, at a place in it `seed` draws.
+
+    The edit loop gives the views of a pass one stratum each, in the pass's shuffled order: each edit's noise level is
+    still uniform over the range, but every pass edits at the same spread of levels, so the agreement of one pass
+    with the scene compares with the next's (with independent draws, the levels alone move a pass's mean by dB).
+    """
+    low, high = noise_level_range(settings)
+    jitter = random.Random(seed).random()
+    return min(high, low + int((stratum + jitter) / strata * (high - low + 1)))
+
+
+def noise_levels(
+    generators: Sequence[torch.Generator], settings: EditSettings, given: Optional[Sequence[int]] = None
+) -> List[int]:
+    """Each view's noise level: the given ones, else drawn from the view's generator. The draw is made either way,
+    so that the generator's later draws (the latents' noise) do not depend on whether levels are given."""
+    drawn = [sample_noise_level(g, settings) for g in generators]
+    if given is None:
+        return drawn
+    if len(given) != len(generators):
+        raise ValueError("one noise level is needed per view")
+    return [int(level) for level in given]
 
 
 class Editor(ABC):
@@ -68,8 +98,10 @@ class Editor(ABC):
         prompt: str,
         settings: EditSettings,
         seeds: Sequence[int],
+        noise_levels: Optional[Sequence[int]] = None,
     ) -> Tensor:
-        """Return the edited images."""
+        """Return the edited images. `noise_levels`: each view's timestep to start from; default: drawn from its
+        seed (see `noise_levels`)."""
 
     def describe(self) -> str:
         """One line for the console about what this editor is and where it runs."""

@@ -8,7 +8,7 @@ lets views with different noise levels share one batched UNet call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -50,6 +50,45 @@ def _spacing(noise_level: int, steps: int, scale_with_noise: bool) -> Tuple[int,
         return max(1, min(steps, int(steps * noise_level / NUM_TRAIN_TIMESTEPS))), NUM_TRAIN_TIMESTEPS // steps
     count = max(1, min(steps, noise_level))
     return count, max(1, noise_level // count)
+
+
+@dataclass(frozen=True)
+class BatchedSchedules:
+    """The schedules of a batch of views, run together: aligned at their end, so a step only includes the views that
+    still have that many steps to go. Views are put in order of schedule length, longest first, so that the views in a
+    step are always the first `active[k]` of that order: slices of the batch, with no index tensors to build per step.
+    """
+
+    order: Tuple[int, ...]
+    """The batch's views (positions in it), longest schedule first."""
+    active: Tuple[int, ...]
+    """For each step, how many views (from the front of `order`) take part."""
+    timesteps: Tensor
+    """[steps, views] timestep of each view at each step, views in `order`; unused where a view takes no part."""
+    previous: Tensor
+    """[steps, views] timestep each step lands on (< 0: clean), laid out as `timesteps`."""
+
+    @staticmethod
+    def of(schedules: Sequence[DdimSchedule], device: torch.device) -> BatchedSchedules:
+        """Built once per edit, on the device: the steps then read slices of it and never wait for the host."""
+        order = tuple(sorted(range(len(schedules)), key=lambda i: -len(schedules[i])))  # stable: ties keep order
+        longest = len(schedules[order[0]])
+        table = [[[0] * len(order) for _ in range(longest)] for _ in range(2)]
+        active = []
+        for k in range(longest):
+            running = [i for i in order if len(schedules[i]) >= longest - k]
+            active.append(len(running))
+            for column, i in enumerate(running):
+                position = k - (longest - len(schedules[i]))
+                table[0][k][column] = schedules[i].timesteps[position]
+                table[1][k][column] = schedules[i].previous[position]
+        tables = torch.tensor(table, dtype=torch.long, device=device)
+        return BatchedSchedules(order=order, active=tuple(active), timesteps=tables[0], previous=tables[1])
+
+    @property
+    def reordered(self) -> bool:
+        """Whether `order` differs from the batch's own."""
+        return self.order != tuple(range(len(self.order)))
 
 
 class DdimSampler:

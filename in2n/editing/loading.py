@@ -1,71 +1,58 @@
-"""Load InstructPix2Pix from the Hugging Face hub or a local folder, with a clear message when it can't be had."""
+"""Load an instruction editor from the Hugging Face hub or a local folder, with a clear message when it can't be had."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import torch
 
+from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, EditorFamily, detect_family
 from in2n.errors import In2nError
+from in2n.hub import ModelKind, load_pretrained
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from diffusers import DiffusionPipeline
 
 DEFAULT_IP2P_MODEL = "timbrooks/instruct-pix2pix"
+IP2P_KIND = ModelKind(
+    title="InstructPix2Pix",
+    option="--pipeline.ip2p-model",
+    marker="model_index.json",
+    saved_with="`save_pretrained(...)` of a diffusers InstructPix2Pix pipeline (SD or SDXL)",
+    example=DEFAULT_IP2P_MODEL,
+)
+
+_LOAD_OPTIONS: Dict[EditorFamily, Dict[str, Any]] = {
+    # Edits of training views are never shown as generated images; the checker would only cost memory.
+    SD_INSTRUCT_PIX2PIX: {"safety_checker": None, "requires_safety_checker": False},
+    # The invisible watermark is applied to output images only, which the editor never makes (and it needs a package).
+    SDXL_INSTRUCT_PIX2PIX: {"add_watermarker": False},
+}
 
 
-def looks_like_path(model: str) -> bool:
-    """Hub ids are `org/name`; anything else with a slash, or starting like a path, is meant as a folder."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+def editor_family(model: str) -> EditorFamily:
+    """The family of the instruction editor `--pipeline.ip2p-model` names (see `in2n.editing.families`)."""
+    return detect_family(model, IP2P_KIND)
 
 
-def missing_weights_message(model: str, cause: BaseException) -> str:
-    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return (
-        f"Could not load the InstructPix2Pix weights {model!r} ({reason}). "
-        f"They are looked up in the Hugging Face cache (HF_HOME={hf_home}"
-        + (", HF_HUB_OFFLINE=1 so nothing is downloaded" if offline else "")
-        + "). To fix it: on a machine with internet run `hf download "
-        + f"{model}` (or `huggingface-cli download {model}`) once, and set HF_HUB_OFFLINE=1 where there is none; "
-        "or pass a folder saved with `StableDiffusionInstructPix2PixPipeline.save_pretrained(...)` as "
-        "--pipeline.ip2p-model /path/to/folder."
-    )
+def load_ip2p_pipeline(model: str, dtype: torch.dtype, family: Optional[EditorFamily] = None) -> DiffusionPipeline:
+    """The diffusers pipeline of an instruction editor, loaded with its family's class whatever model_index.json names.
 
+    Args:
+        model: hub id or local folder.
+        dtype: dtype of the networks.
+        family: the family the caller expects; an In2nError if the model is of another. None: any.
+    """
+    import diffusers
 
-def load_ip2p_pipeline(model: str, dtype: torch.dtype) -> StableDiffusionInstructPix2PixPipeline:
-    """The diffusers pipeline for a hub id or a local folder, without the safety checker."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-    from diffusers.utils import logging as diffusers_logging
-
-    folder = Path(model).expanduser()
-    if folder.exists():
-        if not (folder / "model_index.json").is_file():
-            raise In2nError(
-                f"--pipeline.ip2p-model {model}: this folder holds no model_index.json, so it is not a diffusers "
-                "pipeline. Point it at a folder written by `StableDiffusionInstructPix2PixPipeline.save_pretrained`, "
-                f"or at a hub id such as {DEFAULT_IP2P_MODEL}."
-            )
-        source = str(folder)
-    elif looks_like_path(model):
+    detected = editor_family(model)
+    if family is not None and detected != family:
         raise In2nError(
-            f"--pipeline.ip2p-model {model}: no such folder. Check the path, or use a hub id such as "
-            f"{DEFAULT_IP2P_MODEL}."
+            f"{IP2P_KIND.option} {model} is an {detected.title}, not an {family.title}. Build the editor with "
+            "in2n.editing.factory.build_editor, which picks the editor for the model."
         )
-    else:
-        source = model
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # the "safety checker disabled" notice is noise for 3D editing
-    try:
-        return StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            source, dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
-    except In2nError:
-        raise
-    except Exception as error:  # hub, network and file errors come in many types; all mean "weights not here"
-        raise In2nError(missing_weights_message(model, error)) from None
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
+    pipeline_class = getattr(diffusers, detected.pipeline_class)
+    options = _LOAD_OPTIONS[detected]
+    return load_pretrained(
+        lambda source: pipeline_class.from_pretrained(source, dtype=dtype, **options), model, IP2P_KIND
+    )
