@@ -34,12 +34,13 @@ demo: $(SYSTEM_STAMP)
 test: $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The benchmark, on CUDA when available: make bench BENCH_ARGS="--device cuda --quick" (bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check in2n tests scripts
-	$(BIN)/ruff format --check in2n tests scripts
+	$(BIN)/ruff check in2n tests scripts bench
+	$(BIN)/ruff format --check in2n tests scripts bench
 
 clean:
 	rm -rf $(VENV) .demo .bench

@@ -1,19 +1,36 @@
-"""The benchmark harness (scripts/bench.py) on a tiny model: its results, and its reference edit against ours."""
+"""The benchmark (bench/, run by scripts/bench.py) on a tiny model: its results, its reference edit against ours, the
+plan it makes per device, per-phase peak memory, the report, and its command line."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Dict
 
 import pytest
 import torch
 
+from bench.cli import parse_args, split_train_args
+from bench.config import BenchConfig, BenchError, make_plan
+from bench.edits import EDIT_COMPONENTS, call_sizes, unet_seconds
+from bench.harness import run
+from bench.memory import MemoryCounters, PeakTracker, PhaseMemory
+from bench.profiling import Phases
+from bench.reference_editor import ReferenceModeEditor
+from bench.report import markdown
+from bench.runs import RunFolders, in2n_args
+from bench.training import PhaseEditor
+from bench.workers import run_measured
+from in2n.data.training_images import TrainingImages
+from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
 from in2n.editing.base import EditSettings
 from in2n.editing.ip2p import InstructPix2PixEditor
-from tests.helpers import import_script
+from in2n.editing.negative import NegativeEditor
 
-BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+ROOT = Path(__file__).resolve().parents[1]
 EDIT_KEYS = {
     "nerf_render",
     "vae_encode_render",
@@ -29,56 +46,62 @@ EDIT_KEYS = {
 POSITIVE_TIMES = ("nerf_render", "vae_encode_render", "unet", "vae_decode", "total")
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    """scripts/bench.py, imported as a module (scripts/ is not a package)."""
-    return import_script(BENCH_SCRIPT)
-
-
 @pytest.mark.parametrize("timed_passes", [1, 2], ids=["derived", "measured"])
-def test_edit_measurements_write_ours_reference_and_their_ratios(bench: ModuleType, tmp_path: Path, timed_passes: int):
-    config = bench.BenchConfig(
-        sizes=(64,), views=2, steps=2, timed_passes=timed_passes, model_size="tiny", output_dir=tmp_path,
-        skip_training=True,
+def test_edit_measurements_write_ours_reference_their_ratios_and_memory(tmp_path: Path, timed_passes: int):
+    config = BenchConfig(
+        device="cpu", sizes=(64,), views=(1, 2), steps=2, timed_passes=timed_passes, model_size="tiny",
+        output_dir=tmp_path, skip_training=True,
     )  # fmt: skip
-    bench.run(config)
+    run(config)
 
     results = json.loads((tmp_path / "bench.json").read_text())
-    assert {"machine", "config", "edit", "expected_scaled_unet_fraction", "wall_s"} <= set(results)
-    assert results["machine"]["cores"] >= 1 and results["machine"]["torch"] == torch.__version__
-    edit = results["edit"]["64"]
-    for mode in ("ours", "reference", "ours_scaled_steps"):
-        assert EDIT_KEYS <= set(edit[mode])
-        for key in POSITIVE_TIMES:
-            assert edit[mode][key] > 0, (mode, key)
-        parts = sum(edit[mode][key] for key in bench.EDIT_COMPONENTS if key != "total")
-        assert edit[mode]["total"] == pytest.approx(parts)
-    ours, reference = edit["ours"], edit["reference"]
-    assert ours["derived"] is reference["derived"] is (timed_passes < 2)
-    # Ours: the two views share each UNet call; the reference calls it once per view and step.
-    assert (ours["unet_calls"], ours["unet_view_passes"]) == (2, 4)
-    assert (reference["unet_calls"], reference["unet_view_passes"]) == (4, 4)
-    assert reference["vae_encode_condition"] > 0 and ours["vae_encode_condition"] < reference["vae_encode_condition"]
-    for name in ("ours", "ours_scaled_steps"):
-        for key, ratio in edit["ratio"][name].items():
-            assert ratio == pytest.approx(edit[name][key] / reference[key]), (name, key)
-        assert set(bench.EDIT_COMPONENTS) <= set(edit["ratio"][name])
-    # Same computation; batch-size-dependent fp32 rounding, amplified by the guidance scales through the random
-    # tiny networks, reaches ~1e-3 on these renders (the exact match is asserted on fixed inputs below).
-    assert edit["max_abs_difference"] < 1e-2, "ours and the reference compute the same images"
+    assert {"machine", "config", "plan", "edit", "expected_scaled_unet_fraction", "wall_s"} <= set(results)
+    assert results["machine"]["cores"] == os.cpu_count() and results["machine"]["torch"] == torch.__version__
+    assert results["machine"]["device"] == "cpu" and results["machine"]["gpu"] is None
+    by_size = results["edit"]["64"]
+    assert by_size["render"]["seconds"] > 0 and by_size["render"]["memory"]["rss"]["peak_mb"] > 0
+    assert set(by_size["edits"]) == {"fp32"} and set(by_size["edits"]["fp32"]) == {"1", "2"}
+    for views, edit in by_size["edits"]["fp32"].items():
+        for mode in ("ours", "reference", "ours_scaled_steps"):
+            assert EDIT_KEYS <= set(edit[mode])
+            for key in POSITIVE_TIMES:
+                assert edit[mode][key] > 0, (views, mode, key)
+            parts = sum(edit[mode][key] for key in EDIT_COMPONENTS if key != "total")
+            assert edit[mode]["total"] == pytest.approx(parts)
+        ours, reference = edit["ours"], edit["reference"]
+        assert ours["derived"] is reference["derived"] is (timed_passes < 2)
+        # Ours: the views share each UNet call; the reference calls it once per view and step.
+        n = int(views)
+        assert (ours["unet_calls"], ours["unet_view_passes"]) == (2, 2 * n)
+        assert (reference["unet_calls"], reference["unet_view_passes"]) == (2 * n, 2 * n)
+        assert reference["vae_encode_condition"] > 0
+        assert ours["vae_encode_condition"] < reference["vae_encode_condition"]
+        for name in ("ours", "ours_scaled_steps"):
+            for key, ratio in edit["ratio"][name].items():
+                assert ratio == pytest.approx(edit[name][key] / reference[key]), (name, key)
+            assert set(EDIT_COMPONENTS) <= set(edit["ratio"][name])
+        # Same computation; batch-size-dependent fp32 rounding, amplified by the guidance scales through the random
+        # tiny networks, reaches ~1e-3 on these renders (the exact match is asserted on fixed inputs below).
+        assert edit["max_abs_difference"] < 1e-2, "ours and the reference compute the same images"
+        # Peak memory per mode: the resident set's peak, and what the edit added to it.
+        expected_modes = {"ours", "reference"} | ({"ours_scaled_steps"} if timed_passes == 2 else set())
+        assert set(edit["memory"]) == expected_modes
+        for peaks in edit["memory"].values():
+            assert peaks["rss"]["peak_mb"] > 100 and 0 <= peaks["rss"]["above_start_mb"] < peaks["rss"]["peak_mb"]
     assert not (tmp_path / "models" / "tiny").exists(), "the saved model is deleted at the end"
 
     table = (tmp_path / "bench.md").read_text()
     assert "| component | ours | reference | ours / reference |" in table
-    assert results["machine"]["cpu"] in table
+    assert "| 64 | fp32 | 2 |" in table and "RSS above start (MB)" in table
+    assert results["machine"]["cpu"] in table and "everything on the CPU" in table
 
 
-def test_reference_edit_equals_the_package_edit_when_the_options_match(bench: ModuleType, tiny_ip2p: Path):
+def test_reference_edit_equals_the_package_edit_when_the_options_match(tiny_ip2p: Path):
     editor = InstructPix2PixEditor(str(tiny_ip2p), torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     renders, originals = torch.rand(3, 3, 32, 48, generator=generator), torch.rand(3, 3, 32, 48, generator=generator)
     views, seeds = [0, 1, 2], [7, 8, 9]
-    reference = bench.ReferenceModeEditor(editor)
+    reference = ReferenceModeEditor(editor)
     settings = EditSettings(diffusion_steps=6)
 
     ours_cold = editor.edit(renders, originals, views, "snow", settings, seeds)
@@ -93,12 +116,208 @@ def test_reference_edit_equals_the_package_edit_when_the_options_match(bench: Mo
     torch.testing.assert_close(theirs_scaled, theirs, atol=0, rtol=0)
     assert not torch.allclose(editor.edit(renders, originals, views, "snow", scaled, seeds), theirs, atol=1e-4)
 
+    # Noise levels the edit loop chose (one stratum of the range per view) reach both alike.
+    levels = [100, 500, 900]
+    ours_levels = editor.edit(renders, originals, views, "snow", settings, seeds, levels)
+    torch.testing.assert_close(ours_levels, reference.edit(renders, originals, views, "snow", settings, seeds, levels),
+                               atol=1e-5, rtol=1e-4)  # fmt: skip
+    assert not torch.allclose(ours_levels, theirs, atol=1e-4)
 
-def test_unet_calls_of_batched_schedules_and_their_time(bench: ModuleType):
+
+def test_unet_calls_of_batched_schedules_and_their_time():
     # Schedules are aligned at their end: the longest runs alone first, the others join for their last steps.
-    assert bench.call_sizes([3, 1, 2]) == [1, 2, 3]
+    assert call_sizes([3, 1, 2]) == [1, 2, 3]
     per_call = {1: 10.0, 2: 15.0, 3: 20.0}.__getitem__
     measured = [(3, 2.0), (3, 3.0)]
-    assert bench.unet_seconds(measured, [3, 3], per_call) == (5.0, False)
-    assert bench.unet_seconds(measured, [1, 2, 3], per_call) == (10.0 + 15.0 + 2.0, True)
-    assert bench.unet_seconds(measured, [3], per_call) == (2.0, True)
+    assert unet_seconds(measured, [3, 3], per_call) == (5.0, False)
+    assert unet_seconds(measured, [1, 2, 3], per_call) == (10.0 + 15.0 + 2.0, True)
+    assert unet_seconds(measured, [3], per_call) == (2.0, True)
+
+
+def test_plan_fills_in_each_devices_defaults():
+    cuda = make_plan(BenchConfig(), "cuda")
+    assert (cuda.sizes, cuda.views, cuda.precisions) == ((512,), (1, 2, 4), ("fp16", "fp32"))
+    assert (cuda.timed_passes, cuda.repeats, cuda.training_modes, cuda.measure_render) == (
+        20, 5, ("ours", "reference"), True,
+    )  # fmt: skip
+    assert cuda.warm_up_s > 0
+    quick = make_plan(BenchConfig(quick=True), "cuda")
+    assert (quick.repeats, quick.training_modes, quick.measure_render, quick.concurrency_intervals) == (
+        3, ("ours",), False, 2,
+    )  # fmt: skip
+    cpu = make_plan(BenchConfig(), "cpu")
+    assert (cpu.sizes, cpu.views, cpu.precisions, cpu.timed_passes, cpu.repeats, cpu.warm_up_s) == (
+        (256, 512), (2,), ("fp32",), 2, 1, 0.0,
+    )  # fmt: skip
+    # The edit size follows the model's family: SDXL InstructPix2Pix edits at 768 px.
+    assert make_plan(BenchConfig(model_size="tiny-sdxl"), "cuda").sizes == (768,)
+    explicit = make_plan(BenchConfig(sizes=(), views=(3,), repeats=2, timed_passes=50), "cuda")
+    assert (explicit.sizes, explicit.views, explicit.repeats, explicit.timed_passes) == ((), (3,), 2, 20)
+    with pytest.raises(BenchError, match="fp16 needs --device cuda"):
+        make_plan(BenchConfig(precisions=("fp16",)), "cpu")
+
+
+class FakeCounters(MemoryCounters):
+    """A counter whose value the test sets, with a peak like the kernel's and CUDA's."""
+
+    names = ("fake",)
+
+    def __init__(self) -> None:
+        self.value = self.peak = 100.0
+
+    def set(self, value: float) -> None:
+        self.value = value
+        self.peak = max(self.peak, value)
+
+    def current_mb(self) -> Dict[str, float]:
+        return {"fake": self.value}
+
+    def peaks_mb(self) -> Dict[str, float]:
+        return {"fake": self.peak}
+
+    def reset_peaks(self) -> None:
+        self.peak = self.value
+
+
+def test_phase_peaks_nest_and_keep_the_largest_call():
+    counter = FakeCounters()
+    counter.set(500.0)  # before measuring: counts for the process, not for any phase
+    counter.set(100.0)
+    memory = PhaseMemory(PeakTracker([counter]))
+    with memory.phase("step"):
+        counter.set(150.0)
+        with memory.phase("render"):
+            counter.set(400.0)
+            counter.set(160.0)
+        with memory.phase("edit"):
+            counter.set(250.0)
+            counter.set(160.0)
+    with memory.phase("edit"):
+        counter.set(200.0)
+    phases = memory.report()
+    assert phases["render"]["fake"] == {"peak_mb": 400.0, "above_start_mb": 250.0}
+    # Two calls of "edit": the highest peak (250, first call) and the most added (200 - 160 = 40 by the second).
+    assert phases["edit"]["fake"] == {"peak_mb": 250.0, "above_start_mb": 90.0}
+    # The render's peak, inside the step, is the step's.
+    assert phases["step"]["fake"] == {"peak_mb": 400.0, "above_start_mb": 300.0}
+    assert memory.overall_mb() == {"fake": 500.0}
+
+
+def test_phase_memory_of_the_resident_set_on_linux():
+    memory = PhaseMemory.for_device("cpu")
+    if "rss" not in memory.counter_names:
+        pytest.skip("the resident set's peak cannot be reset on this system (Linux's /proc/self/clear_refs)")
+    size_mb = 256
+    with memory.phase("allocate"):
+        block = torch.ones(size_mb * 1024**2 // 4)  # written, so resident
+        del block
+    with memory.phase("small"):
+        torch.ones(1024)
+    phases = memory.report()
+    assert phases["allocate"]["rss"]["above_start_mb"] > 0.8 * size_mb
+    # The large block is gone (given back to the system) before "small" starts, and its peak is not carried over.
+    assert phases["small"]["rss"]["above_start_mb"] < 0.25 * size_mb
+    assert phases["small"]["rss"]["peak_mb"] < phases["allocate"]["rss"]["peak_mb"]
+    assert memory.overall_mb()["rss"] >= phases["allocate"]["rss"]["peak_mb"]
+
+
+def test_launcher_reports_the_peak_memory_of_the_command(tmp_path: Path):
+    size_mb = 300
+    command = [sys.executable, "-c", f"b = bytearray({size_mb} * 1024 ** 2); print('done')"]
+    usage = run_measured(command, tmp_path / "logs" / "alloc.log", dict(os.environ))
+    assert size_mb <= usage["peak_rss_mb"] < size_mb + 200
+    assert (tmp_path / "logs" / "alloc.log").read_text().strip() == "done"
+    with pytest.raises(RuntimeError, match="exited 3"):
+        run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "logs" / "fail.log", dict(os.environ))
+
+
+def test_train_args_come_last_and_reach_every_training_command(tmp_path: Path):
+    own, passed = split_train_args(["--quick", "--variants", "in2n", "--train-args", "--pipeline.ray-chunks", "4"])
+    assert (own, passed) == (["--quick", "--variants", "in2n"], ["--pipeline.ray-chunks", "4"])
+    assert split_train_args(["--quick"]) == (["--quick"], [])
+    config = parse_args(["--device", "cpu", "--train-args", "--pipeline.edit-count", "2"])
+    assert config.device == "cpu" and config.train_args == ("--pipeline.edit-count", "2")
+    folders = RunFolders(tmp_path, tmp_path / "scene", tmp_path / "nerfacto", tmp_path / "model")
+    args = in2n_args(config, folders, "in2n-ours")
+    assert args[-2:] == ["--pipeline.edit-count", "2"] and args[args.index("--timestamp") + 1] == "in2n-ours"
+
+
+def test_device_cuda_without_cuda_exits_with_one_line(tmp_path: Path):
+    # Run from another folder: the script finds the bench package beside it.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cuda", "--output-dir", str(tmp_path / "out")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("bench: --device cuda: no CUDA device is available on this machine (torch ")
+    assert "--device cpu" in result.stderr and not (tmp_path / "out").exists()
+
+
+def fake_training(step_s: float, tcnn: bool) -> dict:
+    """A training measurement's results as a CUDA run writes them."""
+    memory = {"rss": {"peak_mb": 9000.0, "above_start_mb": 10.0},
+              "allocated": {"peak_mb": 15000.0, "above_start_mb": 11000.0},
+              "reserved": {"peak_mb": 16000.0, "above_start_mb": 12000.0}}  # fmt: skip
+    return {
+        "setup_s": 20.0, "step_s": step_s, "edit_step_s": 1.5, "steps_per_s": 1 / step_s,
+        "steps_per_s_with_editing": 10 / (9 * step_s + 1.5), "edit_rate": 10, "peak_rss_mb": 9000.0,
+        "peak_allocated_mb": 15000.0, "peak_reserved_mb": 16000.0, "tcnn": tcnn,
+        "phase_s": {"setup": 20.0, "train_step": step_s, "edit_step": 1.5, "render": 0.3, "edit": 1.0, "nerf": 0.2,
+                    "eval_image": 0.4},
+        "phase_memory": {"train_step": memory, "edit_step": memory, "render": memory, "edit": memory},
+    }  # fmt: skip
+
+
+def test_report_says_which_gpu_cuda_and_tiny_cuda_nn():
+    machine = {"cpu": "Some Xeon", "cores": 16, "torch_threads": 16, "ram_gb": 128.0, "torch": "2.11.0+cu130",
+               "python": "3.12.3", "platform": "Linux", "device": "cuda", "tcnn_installed": False,
+               "gpu": {"name": "NVIDIA H200", "memory_gb": 139.8, "compute_capability": "9.0", "visible_devices": 1,
+                       "cuda": "13.0", "cudnn": 91002}}  # fmt: skip
+    results = {
+        "machine": machine,
+        "config": {"model_size": "sd15", "steps": 20, "train_steps": 3, "train_edits": 2, "train_args": []},
+        "plan": {"repeats": 3, "warm_up_s": 3.0},
+        "training_setup": "nerfacto's default model, 24 generated views of 512x384",
+        "wall_s": 240.0,
+        "training": {"in2n-lite": {"ours": fake_training(0.12, tcnn=False)}},
+    }
+    text = markdown(results)
+    gpu = "- GPU: NVIDIA H200, 140 GB, compute capability 9.0 (1 visible); CUDA 13.0 (torch's build), cuDNN 9.10.2."
+    assert gpu in text
+    assert "- torch 2.11.0+cu130, Python 3.12.3, Linux." in text
+    assert "- tiny-cuda-nn: not used (not installed): nerfacto ran its pure-torch hash grid and MLPs." in text
+    assert "| in2n-lite | ms per training step without edit | 120 | not measured |  |" in text
+    assert "| in2n-lite | peak GPU memory, max_memory_allocated (MB) | 15000 | not measured |  |" in text
+    assert "| phase | median ms | RSS peak (MB) | RSS above start (MB) | CUDA allocated peak (MB) | " in text
+    assert "| - of which the render of the view to edit | 300 | 9000 | 10.00 | 15000 | 11000 | 16000 |" in text
+    assert "| nerfstudio's eval image (every steps_per_eval_image steps) | 400 |  |  |  |  |  |" in text
+
+    results["training"]["in2n-lite"]["ours"]["tcnn"] = True
+    assert "- tiny-cuda-nn: used by nerfacto in the training measurements." in markdown(results)
+    cpu = {**results, "machine": {**machine, "device": "cpu", "gpu": None}, "training": {}}
+    assert "- CPU: Some Xeon, 16 cores (16 torch threads), 128 GB RAM; everything on the CPU, fp32." in markdown(cpu)
+
+
+def test_the_lpips_probe_builds_the_network_both_ways(tmp_path: Path) -> None:
+    for way in ("pretrained", "in2n"):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.probes", "lpips", "--way", way, "--work", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["way"] == way and report["seconds"] > 0
+        assert report["memory_mb"]["build"]["rss"]["above_start_mb"] >= 0
+    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").is_file()
+
+
+def test_the_phase_editor_times_the_edits_the_loop_makes() -> None:
+    phases = Phases("cpu")
+    editor = PhaseEditor(NegativeEditor(), phases)
+    images = TrainingImages(torch.rand(4, 8, 10, 3, generator=torch.Generator().manual_seed(0)))
+    loop = EditLoop(EditLoopConfig(edit_rate=1, edit_count=2), editor, lambda v, p: ViewRender(images.rows[v]), images)
+    for step in range(3):
+        loop.before_step(step)
+    assert len(phases.seconds["edit"]) == 3 and loop.schedule.views_edited == 6
+    assert "edit" in phases.memory.report()

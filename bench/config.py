@@ -1,0 +1,135 @@
+"""The benchmark's options, and the plan they make on a device: what is measured, at which sizes, how often."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
+from in2n.synthetic.ip2p import IP2P_SHAPES, IP2PSize
+
+Variant = Literal["in2n-big", "in2n", "in2n-lite"]
+Mode = Literal["ours", "reference"]
+Precision = Literal["fp16", "fp32"]
+DeviceName = Literal["cpu", "cuda"]
+MODES: Tuple[Mode, ...] = ("ours", "reference")
+
+
+class BenchError(Exception):
+    """Options this machine cannot measure; the message says why in one line."""
+
+
+@dataclass
+class BenchConfig:
+    """Measure in2n ("ours") against the original implementation's behaviour ("reference") on this machine."""
+
+    device: Optional[DeviceName] = None
+    """Where everything runs: cpu or cuda; default: cuda when a CUDA device is available, else cpu."""
+    quick: bool = False
+    """A shorter run (under 5 minutes on one modern GPU): medians of 3 edits, a 3 s GPU warm-up, training measured
+    the package's way only (the reference's training step differs only by its editor), 2 edit intervals per
+    concurrency mode, no ns-render measurement."""
+    sizes: Optional[Tuple[int, ...]] = None
+    """Square view sizes (px) the edit is timed at; default: the model's edit size (512 px; 768 for SDXL) on CUDA,
+    half of it and it on the CPU. `--sizes` with no value skips the edit measurements."""
+    views: Optional[Tuple[int, ...]] = None
+    """Views per edit (the pipeline's --pipeline.edit-count), each measured on its own: ours edits them in one batched
+    call, the reference one at a time; default: 1 2 4 on CUDA, 2 on the CPU."""
+    precisions: Optional[Tuple[Precision, ...]] = None
+    """InstructPix2Pix precisions the edits are timed in; default: fp16 fp32 on CUDA, fp32 on the CPU (the only one
+    the editor runs there)."""
+    steps: int = 20
+    """DDIM steps of the edits reported (the original's default)."""
+    timed_passes: Optional[int] = None
+    """UNet passes actually run per edit; below --steps, the remaining passes are added at the measured time per pass
+    (a pass costs the same at every noise level) and the numbers are marked as derived. Default: all --steps on CUDA,
+    2 on the CPU (an SD-1.5 UNet pass at 512 px takes seconds there)."""
+    repeats: Optional[int] = None
+    """Timed edits per measurement, reported as medians; default: 5 on CUDA (3 with --quick), 1 on the CPU."""
+    model_size: IP2PSize = "sd15"
+    """InstructPix2Pix architecture, random weights: sd15 (the real one), sdxl (SDXL InstructPix2Pix, edits at 768 px),
+    or tiny / tiny-sdxl (quick smoke runs)."""
+    output_dir: Path = Path(".bench")
+    """Where the model, scenes, runs, logs and the results (bench.json, bench.md) go."""
+    skip_training: bool = False
+    """Skip the subprocess measurements: NeRF training (step times, memory) and ns-render on the run it writes."""
+    variants: Tuple[Variant, ...] = ("in2n-big", "in2n", "in2n-lite")
+    """Methods whose training speed and peak memory are measured (none: `--variants` with no names)."""
+    train_steps: int = 3
+    """Timed training steps without an edit per variant (after one untimed warm-up step)."""
+    train_edits: int = 2
+    """Timed training steps with an edit per variant (after one untimed warm-up edit)."""
+    train_args: Tuple[str, ...] = ()
+    """Extra ns-train options appended to every in2n training measurement, e.g. `--train-args
+    --pipeline.edit-count 2`. On the command line --train-args comes last: every argument after it is passed on."""
+    prompt: str = "turn it into a bronze statue"
+    """The instruction (random weights: it only sets the text encoder's input)."""
+    seed: int = 0
+    """Seeds the random weights and every edit's noise."""
+    keep_model: bool = False
+    """Keep the saved diffusion model (4.3 GB for sd15, 14 GB for sdxl) in OUTPUT_DIR/models instead of deleting it at
+    the end."""
+    concurrency_variant: Optional[Variant] = "in2n-lite"
+    """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
+    concurrency_intervals: Optional[int] = None
+    """Timed edit intervals (edit_rate steps with one edit each) per mode; default 3 (2 with --quick)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures on its device: the options, with the device's defaults filled in."""
+
+    device: DeviceName
+    """Where everything runs."""
+    sizes: Tuple[int, ...]
+    """Square view sizes (px) the edits are timed at."""
+    views: Tuple[int, ...]
+    """Views per edit, each measured."""
+    precisions: Tuple[Precision, ...]
+    """InstructPix2Pix precisions the edits are timed in."""
+    timed_passes: int
+    """UNet passes run per timed edit."""
+    repeats: int
+    """Timed edits per measurement (medians reported)."""
+    warm_up_s: float
+    """Seconds of GPU work before the first timing of a process (0 on the CPU)."""
+    training_modes: Tuple[Mode, ...]
+    """Modes the training steps are measured in."""
+    measure_render: bool
+    """Whether ns-render is measured on the run the training wrote."""
+    concurrency_intervals: int
+    """Timed edit intervals per concurrency mode."""
+
+
+def native_edit_size(model_size: IP2PSize) -> int:
+    """The size (px) the editor of a random model of this size works at: its family's (512, or 768 for SDXL)."""
+    return (SDXL_INSTRUCT_PIX2PIX if IP2P_SHAPES[model_size].sdxl else SD_INSTRUCT_PIX2PIX).native_size
+
+
+def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
+    """The measurements of `config` on `device`; raises BenchError for options the device cannot run."""
+    cuda = device == "cuda"
+    precisions = config.precisions if config.precisions is not None else (("fp16", "fp32") if cuda else ("fp32",))
+    if not cuda and "fp16" in precisions:
+        raise BenchError("--precisions fp16 needs --device cuda: on the CPU InstructPix2Pix runs in fp32 only.")
+    native = native_edit_size(config.model_size)
+    sizes = config.sizes if config.sizes is not None else ((native,) if cuda else (native // 2, native))
+    views = config.views if config.views is not None else ((1, 2, 4) if cuda else (2,))
+    if any(n < 1 for n in views) or any(size < 8 for size in sizes):
+        raise BenchError("--views counts from 1 and --sizes from 8 px.")
+    timed_passes = config.timed_passes if config.timed_passes is not None else (config.steps if cuda else 2)
+    repeats = config.repeats if config.repeats is not None else ((3 if config.quick else 5) if cuda else 1)
+    intervals = config.concurrency_intervals
+    return Plan(
+        device=device,
+        sizes=tuple(sizes),
+        views=tuple(views),
+        precisions=tuple(precisions),
+        timed_passes=min(config.steps, max(1, timed_passes)),
+        repeats=max(1, repeats),
+        warm_up_s=(3.0 if config.quick else 10.0) if cuda else 0.0,
+        training_modes=("ours",) if config.quick else MODES,
+        measure_render=not config.quick,
+        concurrency_intervals=intervals if intervals is not None else (2 if config.quick else 3),
+    )

@@ -1,0 +1,351 @@
+"""bench.md: the results as tables of ours against the reference, with the device they were measured on."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+NOT_MEASURED = "not measured"
+EDIT_ROWS = {
+    "nerf_render": "NeRF render",
+    "vae_encode_render": "VAE encode, render",
+    "vae_encode_condition": "VAE encode, original view (condition)",
+    "unet": "UNet passes",
+    "vae_decode": "VAE decode",
+    "other": "other (noise, DDIM updates, resize)",
+    "total": "**total per view**",
+}
+DERIVED_KEYS = ("unet", "total")
+"""The numbers of an edit that include extrapolated UNet passes when the run timed fewer than --steps."""
+EDIT_MODES = {"ours": "ours", "reference": "reference", "ours_scaled_steps": "ours, noise-scaled steps"}
+TRAIN_ROWS: Dict[str, Tuple[str, float]] = {
+    "setup_s": ("setup: scene, checkpoint, InstructPix2Pix (s)", 1.0),
+    "step_s": ("ms per training step without edit", 1000.0),
+    "edit_step_s": ("ms per training step with an edit", 1000.0),
+    "steps_per_s": ("steps/s without editing", 1.0),
+    "steps_per_s_with_editing": ("steps/s with editing", 1.0),
+    "peak_rss_mb": ("peak memory, RSS (MB)", 1.0),
+    "peak_allocated_mb": ("peak GPU memory, max_memory_allocated (MB)", 1.0),
+    "peak_reserved_mb": ("peak GPU memory, max_memory_reserved (MB)", 1.0),
+}
+"""Row label and the factor from the stored number (seconds, MB) to the shown one."""
+PHASE_ROWS = {
+    "setup": "setup: scene, checkpoint, InstructPix2Pix",
+    "train_step": "training step without edit",
+    "edit_step": "training step with an edit",
+    "render": "- of which the render of the view to edit",
+    "edit": "- of which the edit",
+    "nerf": "- of which the rest: NeRF forward/backward, optimizer",
+    "eval_image": "nerfstudio's eval image (every steps_per_eval_image steps)",
+}
+MEMORY_COLUMNS = (
+    ("rss", "peak_mb", "RSS peak (MB)"),
+    ("rss", "above_start_mb", "RSS above start (MB)"),
+    ("allocated", "peak_mb", "CUDA allocated peak (MB)"),
+    ("allocated", "above_start_mb", "allocated above start (MB)"),
+    ("reserved", "peak_mb", "CUDA reserved peak (MB)"),
+)
+"""Columns of the per-phase memory tables: counter, value, heading; a table shows the counters it has."""
+RENDER_ROWS = {
+    "wall_s": "wall time: start-up + 2 test views (s)",
+    "ip2p_load_s": "of which loading InstructPix2Pix (s)",
+    "peak_rss_mb": "peak memory, RSS (MB)",
+}
+CONCURRENCY_ROWS = {
+    "steps_per_s": "steps/s over whole edit intervals",
+    "interval_s": "seconds per interval",
+    "peak_rss_mb": "peak memory, RSS (MB)",
+    "peak_allocated_mb": "peak GPU memory, max_memory_allocated (MB)",
+    "peak_reserved_mb": "peak GPU memory, max_memory_reserved (MB)",
+}
+
+
+def number(value: Optional[float], derived: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    return text + ("*" if derived else "")
+
+
+def medians_of(count: int, noun: str) -> str:
+    """How a number of timed runs was summarised: "medians of 3 edits", or "one edit"."""
+    return f"medians of {count} {noun}s" if count > 1 else f"one {noun}"
+
+
+def cudnn_version(version: Optional[int]) -> str:
+    """cuDNN's version as torch gives it (e.g. 90100) in dotted form."""
+    if not version:
+        return "none"
+    return f"{version // 10000}.{version % 10000 // 100}.{version % 100}"
+
+
+def tcnn_text(results: Dict[str, Any]) -> str:
+    """Whether nerfacto ran on tiny-cuda-nn in this run's training measurements."""
+    used = [mode["tcnn"] for modes in results.get("training", {}).values() for mode in modes.values() if "tcnn" in mode]
+    installed = "installed" if results["machine"]["tcnn_installed"] else "not installed"
+    if not used:
+        return f"{installed} (no training measured)"
+    if any(used):
+        return "used by nerfacto in the training measurements"
+    return f"not used ({installed}): nerfacto ran its pure-torch hash grid and MLPs"
+
+
+def device_lines(results: Dict[str, Any]) -> List[str]:
+    host, config = results["machine"], results["config"]
+    ram = f"{host['ram_gb']:.0f} GB RAM" if host["ram_gb"] else "RAM unknown"
+    cpu = f"{host['cpu']}, {host['cores']} cores ({host['torch_threads']} torch threads), {ram}"
+    software = f"torch {host['torch']}, Python {host['python']}, {host['platform']}"
+    model = (
+        f"InstructPix2Pix: {config['model_size']} architecture, random weights. Run time {results['wall_s'] / 60:.1f} "
+        "min."
+    )
+    gpu = host.get("gpu")
+    if gpu is None:
+        return ["## Device", "", f"- CPU: {cpu}; everything on the CPU, fp32.", f"- {software}.",
+                f"- tiny-cuda-nn: {tcnn_text(results)}.", f"- {model}", ""]  # fmt: skip
+    return [
+        "## Device",
+        "",
+        f"- GPU: {gpu['name']}, {gpu['memory_gb']:.0f} GB, compute capability {gpu['compute_capability']} "
+        f"({gpu['visible_devices']} visible); CUDA {gpu['cuda']} (torch's build), cuDNN {cudnn_version(gpu['cudnn'])}.",
+        f"- {software}.",
+        f"- tiny-cuda-nn: {tcnn_text(results)}.",
+        f"- Host: {cpu}.",
+        f"- {model}",
+        "",
+    ]
+
+
+def memory_columns(phases: Iterable[Optional[Dict[str, Any]]]) -> List[Tuple[str, str, str]]:
+    """The memory columns the given phases have values for."""
+    counters = {counter for phase in phases if phase for counter in phase}
+    return [column for column in MEMORY_COLUMNS if column[0] in counters]
+
+
+def memory_cells(phase: Optional[Dict[str, Any]], columns: List[Tuple[str, str, str]]) -> str:
+    if not phase:
+        return " | ".join("" for _ in columns)
+    return " | ".join(number(phase[counter][value]) if counter in phase else "n/a" for counter, value, _ in columns)
+
+
+def edit_lines(results: Dict[str, Any]) -> List[str]:
+    plan = results["plan"]
+    lines = [
+        f"## Edits: seconds per view ({results['config']['steps']} DDIM steps; {medians_of(plan['repeats'], 'edit')})",
+        "",
+        "| size | precision | views per edit | ours | reference | ours / reference | ours, noise-scaled steps | "
+        "noise-scaled / reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    combinations = [
+        (size, precision, views, edit)
+        for size, by_size in results["edit"].items()
+        for precision, by_views in by_size["edits"].items()
+        for views, edit in by_views.items()
+    ]
+    for size, precision, views, edit in combinations:
+        ours, reference, scaled = edit["ours"], edit["reference"], edit["ours_scaled_steps"]
+        lines.append(
+            f"| {size} | {precision} | {views} | {number(ours['total'], ours['derived'])} | "
+            f"{number(reference['total'], reference['derived'])} | {number(edit['ratio']['ours']['total'])} | "
+            f"{number(scaled['total'], scaled['derived'])} | {number(edit['ratio']['ours_scaled_steps']['total'])} |"
+        )
+    phases = [by_size["render"]["memory"] for by_size in results["edit"].values()] + [
+        phase for *_, edit in combinations for phase in edit["memory"].values()
+    ]
+    columns = memory_columns(phases)
+    lines += [
+        "",
+        "### Peak memory per phase of an edit (the largest over the repeats)",
+        "",
+        "| size | precision | views per edit | phase | " + " | ".join(c[2] for c in columns) + " |",
+        "|---|---|---|---|" + "---|" * len(columns),
+    ]
+    for size, by_size in results["edit"].items():
+        lines.append(f"| {size} | | 1 | NeRF render of a view | {memory_cells(by_size['render']['memory'], columns)} |")
+    for size, precision, views, edit in combinations:
+        for mode, label in EDIT_MODES.items():
+            if mode in edit["memory"]:
+                cells = memory_cells(edit["memory"][mode], columns)
+                lines.append(f"| {size} | {precision} | {views} | {label} | {cells} |")
+    lines.append("")
+    for size, precision, _, edit in combinations:
+        lines += edit_detail_lines(size, precision, edit)
+    return lines
+
+
+def edit_detail_lines(size: str, precision: str, edit: Dict[str, Any]) -> List[str]:
+    ours, reference, scaled = edit["ours"], edit["reference"], edit["ours_scaled_steps"]
+    lines = [
+        f"### Edit at {size}x{size} px, {precision}: seconds per view ({edit['views']} views, {edit['steps']} DDIM "
+        "steps)",
+        "",
+        "| component | ours | reference | ours / reference |",
+        "|---|---|---|---|",
+    ]
+    for key, label in EDIT_ROWS.items():
+        mark = key in DERIVED_KEYS
+        lines.append(
+            f"| {label} | {number(ours[key], mark and ours['derived'])} | "
+            f"{number(reference[key], mark and reference['derived'])} | {number(edit['ratio']['ours'][key])} |"
+        )
+    return lines + [
+        f"| total per view, --pipeline.scale-steps-with-noise True | "
+        f"{number(scaled['total'], scaled['derived'])} | {number(reference['total'], reference['derived'])} | "
+        f"{number(edit['ratio']['ours_scaled_steps']['total'])} |",
+        f"| UNet calls per edit of {edit['views']} views (view-passes) | {ours['unet_calls']} "
+        f"({ours['unet_view_passes']}); noise-scaled {scaled['unet_calls']} ({scaled['unet_view_passes']}) | "
+        f"{reference['unet_calls']} ({reference['unet_view_passes']}) | |",
+        "",
+        "First edit of a view (ours, condition not yet cached): "
+        f"+{number(edit['ours_condition_encode_first_edit'])} s per view. Largest difference between the "
+        f"images ours and the reference produced: {edit['max_abs_difference']:.1e}. UNet passes timed per edit: "
+        f"{edit['timed_passes']} of {edit['steps']}.",
+        "",
+    ]
+
+
+def training_lines(results: Dict[str, Any]) -> List[str]:
+    training = results["training"]
+    measured = [mode for modes in training.values() for name, mode in modes.items() if name != "ratio"]
+    config = results["config"]
+    lines = [
+        f"## Training ({results['training_setup']}; {medians_of(config['train_steps'], 'step')} without an edit, "
+        f"{medians_of(config['train_edits'], 'step')} with one)",
+        "",
+        "| variant | measurement | ours | reference | ours / reference |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, modes in training.items():
+        for key, (label, factor) in TRAIN_ROWS.items():
+            if not any(key in mode for mode in measured):
+                continue
+            derived = key == "steps_per_s_with_editing"
+            if derived:
+                label = f"{label} every {measured[0]['edit_rate']} steps"
+            cells = [
+                number(modes[mode][key] * factor, derived) if mode in modes else NOT_MEASURED
+                for mode in ("ours", "reference")
+            ]
+            ratio = number(modes["ratio"][key]) if "ratio" in modes else ""
+            lines.append(f"| {variant} | {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    lines.append("")
+    columns = memory_columns(phase for mode in measured for phase in mode["phase_memory"].values())
+    for variant, modes in training.items():
+        for mode_name in ("ours", "reference"):
+            if mode_name not in modes:
+                continue
+            mode = modes[mode_name]
+            lines += [
+                f"### Where a training step goes, and peak memory per phase: {variant}, {mode_name}",
+                "",
+                "| phase | median ms | " + " | ".join(c[2] for c in columns) + " |",
+                "|---|---|" + "---|" * len(columns),
+            ]
+            for phase, label in PHASE_ROWS.items():
+                seconds = mode["phase_s"].get(phase)
+                time = number(seconds * 1000) if seconds is not None else "n/a"
+                lines.append(f"| {label} | {time} | {memory_cells(mode['phase_memory'].get(phase), columns)} |")
+            lines.append("")
+    return lines
+
+
+def concurrency_lines(results: Dict[str, Any]) -> List[str]:
+    concurrency = results["concurrency"]
+    where = "one GPU" if results["machine"].get("gpu") else "the CPU"
+    lines = [
+        f"## Edits beside training ({concurrency['variant']}, an edit every {concurrency['ours']['edit_rate']} "
+        f"steps, both on {where})",
+        "",
+        "| measurement | ours: --pipeline.concurrent-edits on | reference: edits stop training | ours / ref. |",
+        "|---|---|---|---|",
+    ]
+    for key, label in CONCURRENCY_ROWS.items():
+        if key in concurrency["ours"]:
+            lines.append(
+                f"| {label} | {number(concurrency['ours'][key])} | {number(concurrency['reference'][key])} | "
+                f"{number(concurrency['ratio'][key])} |"
+            )
+    return lines + [""]
+
+
+def render_lines(results: Dict[str, Any]) -> List[str]:
+    render = results["render"]
+    lines = [
+        "## ns-render on an in2n run (the reference loads InstructPix2Pix first, as the original did)",
+        "",
+        "| measurement | ours | reference | ours / reference |",
+        "|---|---|---|---|",
+    ]
+    for key, label in RENDER_ROWS.items():
+        lines.append(
+            f"| {label} | {number(render['ours'][key])} | {number(render['reference'][key])} | "
+            f"{number(render['ratio'][key])} |"
+        )
+    return lines + [""]
+
+
+def note_lines(results: Dict[str, Any]) -> List[str]:
+    config = results["config"]
+    cuda = results["machine"].get("gpu") is not None
+    lines = [
+        "## Notes",
+        "",
+        "- ours: the package's InstructPix2PixEditor as the pipeline uses it, all views in one batched UNet call "
+        "(edit_count = views), condition latents cached (the second edit of the same views: the steady state of a "
+        "run). reference: one view per UNet call, condition latents encoded on every edit, the same fixed number of "
+        "DDIM steps at every noise level, empty_cache() after each edit (a no-op on the CPU).",
+        "- * derived: the UNet passes beyond those timed per edit are added at the measured seconds per pass (a pass "
+        "costs the same at every noise level); the noise-scaled numbers of such runs use the UNet calls of the "
+        "noise-scaled schedules of the same seeds, at the measured seconds per call (interpolated in the number of "
+        "views per call).",
+        "- The NeRF render of a view is the same computation in both modes (measured once per size).",
+        "- Ours and the reference compute the same images; their difference is rounding between batch sizes "
+        "(different convolution algorithms), amplified by the guidance scales and the random weights.",
+        "- Peak memory per phase: the highest value of each counter between the phase's start and end, and that less "
+        "its value at the start (what the phase added). RSS: Linux's high-water mark, reset at every phase boundary "
+        "through /proc/self/clear_refs. CUDA: torch.cuda.max_memory_allocated (tensors) and max_memory_reserved "
+        "(the caching allocator's blocks), reset with torch.cuda.reset_peak_memory_stats.",
+    ]
+    if "expected_scaled_unet_fraction" in results:
+        lines.append(
+            f"- Over all noise levels, a noise-scaled edit of {config['steps']} steps runs "
+            f"{results['expected_scaled_unet_fraction']:.2f} of the UNet passes on average."
+        )
+    if cuda:
+        lines.append(
+            f"- The GPU ran {results['plan']['warm_up_s']:.0f} s of matrix products before the timings of each "
+            "process (its clocks ramp up over seconds)."
+        )
+    if results.get("training"):
+        precision = (
+            "in2n-big edits in fp32, in2n and in2n-lite in fp16"
+            if cuda
+            else "on the CPU InstructPix2Pix runs in fp32 whatever the variant, so in2n and in2n-big are the same "
+            "computation here"
+        )
+        lines += [
+            "- Training: one process per variant and mode; step times are medians over the timed steps after an "
+            "untimed warm-up step of each kind; steps/s with editing (*) = edit_rate / ((edit_rate - 1) x step + edit "
+            f"step). {precision[0].upper()}{precision[1:]}; in2n-lite has no LPIPS and 4096 rays per step instead of "
+            "16384. The phases of a step with an edit: the render of the view to edit, the edit, and the rest (NeRF "
+            "forward and backward passes and the optimizer).",
+            "- Peak memory of a process: the peak resident set size of it and its children (os.wait4, in a small "
+            "launcher process so that the harness's own memory is not counted), and on CUDA the allocator's peaks.",
+        ]
+    if config.get("train_args"):
+        lines.append(f"- Every training measurement ran with the extra options `{' '.join(config['train_args'])}`.")
+    return lines
+
+
+def markdown(results: Dict[str, Any]) -> str:
+    """The results as the tables quoted in bench/README.md."""
+    lines = ["# in2n benchmark: ours / reference", "", *device_lines(results)]
+    if results.get("edit"):
+        lines += edit_lines(results)
+    if results.get("training"):
+        lines += training_lines(results)
+    if "concurrency" in results:
+        lines += concurrency_lines(results)
+    if "render" in results:
+        lines += render_lines(results)
+    return "\n".join(lines + note_lines(results)) + "\n"

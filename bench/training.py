@@ -1,0 +1,234 @@
+"""Training measurements: the scene and nerfacto each device trains, and what runs in a training measurement's process
+(an in2n trainer set up as ns-train does, its steps timed phase by phase with each phase's peak memory)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import tyro
+from torch import Tensor, nn
+
+from bench.devices import warm_up
+from bench.memory import PhaseMemory
+from bench.profiling import Phases, clock, median
+from bench.reference_editor import ReferenceModeEditor
+from in2n.background_edits import edits_run_concurrently
+from in2n.editing.base import Editor, EditSettings
+from in2n.editing.factory import build_editor
+from in2n.method_configs import in2n, in2n_big, in2n_lite
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.synthetic.scene import SceneConfig
+from in2n.trainer import In2nTrainer, In2nTrainerConfig
+
+METHODS = {"in2n-big": in2n_big, "in2n": in2n, "in2n-lite": in2n_lite}
+NERFACTO_STEPS = 10
+"""Steps of the nerfacto run the in2n runs start from; its quality does not change their speed."""
+STEP_PHASES = ("render", "edit")
+"""Phases inside a training step with an edit; the rest of the step is NeRF forward/backward and the optimizer."""
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The scene and the nerfacto model the training measurements use on a device."""
+
+    scene: SceneConfig
+    """The generated scene nerfacto and the in2n runs train on."""
+    model_args: Tuple[str, ...]
+    """nerfacto's model options, the same for the nerfacto run and the in2n runs that load it."""
+    trainer_args: Tuple[str, ...]
+    """Trainer options every run on the device needs."""
+    description: str
+    """One line for the report."""
+
+
+CPU_SETUP = TrainingSetup(
+    scene=SceneConfig(num_views=20, width=64, height=48, seed=0),
+    model_args=tuple(SMALL_MODEL_ARGS),
+    trainer_args=tuple(CPU_TRAINER_ARGS),
+    description="CPU preset: small nerfacto, 20 generated views of 64x48",
+)
+"""The small CPU preset, as in the end-to-end tests."""
+CUDA_SETUP = TrainingSetup(
+    # One ray per pixel: the generator runs on the CPU, and anti-aliasing does not change the cost of training.
+    scene=SceneConfig(num_views=24, width=512, height=384, seed=0, supersample=1),
+    model_args=(),
+    trainer_args=("--machine.device-type", "cuda", "--viewer.quit-on-train-completion", "True"),
+    description="nerfacto's default model, 24 generated views of 512x384",
+)
+"""nerfacto's defaults (tiny-cuda-nn when installed, else its pure-torch hash grid), as a user runs it."""
+
+
+def training_setup(device: str) -> TrainingSetup:
+    return CUDA_SETUP if device.startswith("cuda") else CPU_SETUP
+
+
+def trainer_config(method: str, args: Sequence[str], setup: TrainingSetup) -> In2nTrainerConfig:
+    """The method's config with the setup's model and trainer options, and `args` as on the ns-train command line."""
+    return tyro.cli(
+        tyro.conf.FlagConversionOff[In2nTrainerConfig],
+        default=copy.deepcopy(METHODS[method].config),
+        args=[*setup.model_args, *setup.trainer_args, "--vis", "tensorboard", *args],
+    )
+
+
+class PhaseEditor(Editor):
+    """An editor whose every edit is measured as the phase "edit" (of the training step it runs in: edits must run on
+    the training thread, as they do by default on one device)."""
+
+    def __init__(self, editor: Editor, phases: Phases) -> None:
+        self.editor = editor
+        self.phases = phases
+        self.name = editor.name
+        self.device = editor.device
+
+    def describe(self) -> str:
+        return self.editor.describe()
+
+    def edit(
+        self,
+        renders: Tensor,
+        originals: Tensor,
+        views: Sequence[int],
+        prompt: str,
+        settings: EditSettings,
+        seeds: Sequence[int],
+        noise_levels: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        with self.phases.phase("edit"):
+            return self.editor.edit(renders, originals, views, prompt, settings, seeds, noise_levels)
+
+
+def set_up_trainer(
+    spec: Dict[str, Any], wrap_editor: Optional[Callable[[Editor], Editor]] = None
+) -> Tuple[In2nTrainerConfig, In2nTrainer]:
+    """The config and the trainer of a training measurement, set up as ns-train does; the reference mode's editor
+    edits the original implementation's way."""
+    config = trainer_config(spec["variant"], spec["args"], training_setup(spec["device"]))
+    config.save_config()
+
+    def editor_factory(training_device: str) -> Editor:
+        editor = build_editor(config.pipeline, training_device)
+        if spec.get("mode") == "reference":
+            editor = ReferenceModeEditor(editor)  # type: ignore[arg-type]
+        return wrap_editor(editor) if wrap_editor is not None else editor
+
+    trainer = config.setup(local_rank=0, world_size=1, editor_factory=editor_factory)
+    trainer.setup()
+    return config, trainer
+
+
+def uses_tcnn(model: nn.Module) -> bool:
+    """Whether nerfacto's encodings and MLPs run on tiny-cuda-nn (nerfstudio falls back to torch without it)."""
+    return any(getattr(module, "tcnn_encoding", None) is not None for module in model.modules())
+
+
+def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Set up an in2n trainer like ns-train and time its training steps with and without an edit, phase by phase:
+    the render of the view to edit, the edit, the rest (NeRF forward/backward, optimizer), and nerfstudio's eval
+    image; with the peak memory of each phase and of the process."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    device = spec["device"]
+    phases = Phases(device)
+    with phases.phase("setup"):
+        config, trainer = set_up_trainer(spec, lambda editor: PhaseEditor(editor, phases))
+    warm_up(device, spec["warm_up_s"])
+    loop = trainer.edit_loop
+    if edits_run_concurrently(loop.config.concurrent_edits, loop.editor, str(trainer.pipeline.device)):
+        raise RuntimeError(
+            "the phases of a training step are measured with edits on the training thread; edits beside training "
+            "are measured apart (--concurrency-variant): leave --pipeline.concurrent-edits out of --train-args"
+        )
+    loop.render = phases.wrap("render", loop.render)
+
+    def step(number: int, phase: str) -> Dict[str, float]:
+        """The body of nerfstudio's Trainer.train loop for one step; its seconds and those of its inner phases."""
+        calls = {name: len(phases.seconds[name]) for name in STEP_PHASES}
+        with phases.phase(phase):
+            trainer.pipeline.train()
+            for callback in trainer.callbacks:
+                callback.run_callback_at_location(number, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            trainer.train_iteration(number)
+            for callback in trainer.callbacks:
+                callback.run_callback_at_location(number, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        inner = {name: sum(phases.seconds[name][calls[name] :]) for name in STEP_PHASES}
+        total = phases.seconds[phase][-1]
+        return {"total": total, **inner, "nerf": total - sum(inner.values())}
+
+    rate = loop.config.edit_rate
+    plain_steps = [s for s in range(1, (spec["steps"] + 1) * rate + 1) if s % rate][: spec["steps"] + 1]
+    edit_steps = [rate * k for k in range(1, spec["edits"] + 2)]
+    # The first step of each kind pays one-off costs (allocations, first kernels); it is not timed, but its memory
+    # counts (a run goes through it too).
+    plain = [step(s, "train_step") for s in plain_steps][1:]
+    edits = [step(s, "edit_step") for s in edit_steps][1:]
+    # nerfstudio renders a whole eval image every steps_per_eval_image steps (the first call is not timed).
+    for _ in range(2):
+        with phases.phase("eval_image"):
+            trainer.pipeline.get_eval_image_metrics_and_images(edit_steps[-1])
+    trainer.save_checkpoint(edit_steps[-1])
+
+    step_s = median([s["total"] for s in plain])
+    edit_step_s = median([s["total"] for s in edits])
+    assert step_s is not None and edit_step_s is not None
+    timed_phases = {
+        "setup": phases.seconds["setup"],
+        "train_step": [s["total"] for s in plain],
+        "edit_step": [s["total"] for s in edits],
+        **{name: [s[name] for s in edits] for name in (*STEP_PHASES, "nerf")},
+        "eval_image": phases.seconds["eval_image"][1:],
+    }
+    overall = phases.memory.overall_mb()
+    return {
+        "setup_s": phases.seconds["setup"][0],
+        "step_s": step_s,
+        "edit_step_s": edit_step_s,
+        "steps_per_s": 1.0 / step_s,
+        "steps_per_s_with_editing": rate / ((rate - 1) * step_s + edit_step_s),
+        "edit_rate": rate,
+        "step_times_s": timed_phases["train_step"],
+        "edit_step_times_s": timed_phases["edit_step"],
+        "phase_s": {name: median(values) for name, values in timed_phases.items()},
+        "phase_memory": phases.memory.report(),
+        **peak_fields(overall),
+        "tcnn": uses_tcnn(trainer.pipeline.model),
+        "run_config": str(config.get_base_dir() / "config.yml"),
+    }
+
+
+def train_interval_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Set up an in2n trainer like ns-train and time whole edit intervals of nerfstudio's training loop."""
+    device = spec["device"]
+    memory = PhaseMemory.for_device(device)
+    config, trainer = set_up_trainer(spec)
+    warm_up(device, spec["warm_up_s"])
+    rate = trainer.edit_loop.config.edit_rate
+
+    # Every edit of the timed steps is finished and written at the end (the last one is waited for), so both modes
+    # do the same work: intervals x (edit_rate steps + one edit). One-off costs of the first steps count in both.
+    timed_steps = rate * spec["intervals"]
+    start = clock(device)
+    for number in range(timed_steps):
+        trainer.pipeline.train()
+        trainer.train_iteration(number)
+    trainer.edit_loop.write_finished_edits(timed_steps)
+    seconds = clock(device) - start
+    trainer.pipeline.stop_edits()
+    trainer.save_checkpoint(timed_steps)
+    return {
+        "steps_per_s": timed_steps / seconds,
+        "interval_s": seconds / spec["intervals"],
+        "edit_rate": rate,
+        **peak_fields(memory.overall_mb()),
+        "run_config": str(config.get_base_dir() / "config.yml"),
+    }
+
+
+PEAK_FIELDS = {"rss": "peak_rss_mb", "allocated": "peak_allocated_mb", "reserved": "peak_reserved_mb"}
+"""The results' names of a process's peak of each memory counter."""
+
+
+def peak_fields(overall: Dict[str, float]) -> Dict[str, float]:
+    return {PEAK_FIELDS[name]: value for name, value in overall.items()}
