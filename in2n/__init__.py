@@ -5,9 +5,11 @@ Every `ns-*` command imports this package while it discovers methods, so importi
 """
 
 from in2n.checkpoint_compat import allow_numpy_in_checkpoints
+from in2n.console import quiet_dependency_warnings
 from in2n.errors import In2nError, install_excepthook
 
 allow_numpy_in_checkpoints()
 install_excepthook()
+quiet_dependency_warnings()
 
 __all__ = ["In2nError"]

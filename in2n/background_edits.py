@@ -12,8 +12,9 @@ import dataclasses
 import queue
 import threading
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, ContextManager, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -49,10 +50,18 @@ class EditRequest:
     """Guidance and noise settings, as they were when the edit was requested."""
     seeds: List[int]
     """One seed per view."""
+    passes: List[int]
+    """The pass each view was scheduled in."""
+    masks: Optional[Tensor] = None
+    """The views' edit regions [B, H, W] in [0, 1] (None: whole views), computed from the renders."""
+    noise_levels: Optional[List[int]] = None
+    """The timestep each view's edit starts from (None: drawn from its seed, as edits saved before had it)."""
 
     def run(self, editor: Editor) -> Tensor:
         with torch.no_grad():
-            return editor.edit(self.renders, self.originals, self.views, self.prompt, self.settings, self.seeds)
+            return editor.edit(
+                self.renders, self.originals, self.views, self.prompt, self.settings, self.seeds, self.noise_levels
+            )
 
     def state_dict(self) -> Dict[str, Any]:
         """Plain values and tensors only, so that checkpoints load with torch's safe unpickler."""
@@ -63,10 +72,14 @@ class EditRequest:
             "prompt": self.prompt,
             "settings": dataclasses.asdict(self.settings),
             "seeds": list(self.seeds),
+            "passes": list(self.passes),
+            "masks": self.masks,
+            "noise_levels": self.noise_levels,
         }
 
     @classmethod
-    def from_state_dict(cls, state: Dict[str, Any], originals: Tensor) -> EditRequest:
+    def from_state_dict(cls, state: Dict[str, Any], originals: Tensor, current_pass: int) -> EditRequest:
+        """The request a checkpoint holds; one saved before passes were recorded counts as of `current_pass`."""
         return cls(
             step=state["step"],
             views=list(state["views"]),
@@ -75,6 +88,9 @@ class EditRequest:
             prompt=state["prompt"],
             settings=EditSettings(**state["settings"]),
             seeds=list(state["seeds"]),
+            passes=list(state.get("passes", [current_pass] * len(state["views"]))),
+            masks=state.get("masks"),
+            noise_levels=state.get("noise_levels"),
         )
 
 
@@ -90,6 +106,13 @@ class PendingEdit:
         # The request, not the result: a resumed run edits the same renders with the same seeds again, which
         # gives the same images, so saving never has to wait for the worker.
         return {"due_step": self.due_step, "request": self.request.state_dict()}
+
+
+def edit_stream(device: Optional[torch.device]) -> ContextManager[Any]:
+    """A CUDA stream of its own for the edits of a worker on a CUDA device; elsewhere, nothing to do."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.stream(torch.cuda.Stream(device))
+    return nullcontext()
 
 
 def raise_if_failed(pending: Sequence[PendingEdit]) -> None:
@@ -110,7 +133,10 @@ class EditWorker:
     """Runs an editor's edits one at a time, in the order submitted, on a daemon thread started on first use.
 
     The editor is only used from this thread once edits are submitted, so its caches need no lock. torch releases
-    the GIL inside its kernels, so the training thread keeps running while an edit computes.
+    the GIL inside its kernels, so the training thread keeps running while an edit computes. On a CUDA device the
+    edits run on a CUDA stream of their own, so that their kernels overlap the training step's on the same GPU rather
+    than queueing behind them on the default stream; an edit's result is copied to the CPU, which waits for its stream,
+    before the training thread sees it.
     """
 
     def __init__(self, editor: Editor) -> None:
@@ -131,14 +157,15 @@ class EditWorker:
         return future
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            request, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(request.run(self.editor))
-            except BaseException as error:  # handed to the training thread, which re-raises it
-                future.set_exception(error)
+        with edit_stream(self.editor.device):
+            while (job := self._jobs.get()) is not None:
+                request, future = job
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(request.run(self.editor).cpu())
+                except BaseException as error:  # handed to the training thread, which re-raises it
+                    future.set_exception(error)
 
     def close(self) -> None:
         """Stop the thread once the edit it is running is done (cancel the futures of queued edits first)."""

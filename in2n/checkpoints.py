@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import os
 import re
+import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
-import yaml
 
 from in2n.errors import In2nError
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 PARTIAL_SUFFIX = ".partial"
-MODEL_FIELDS_WITHOUT_SHAPES = {"_target", "eval_num_rays_per_chunk", "average_init_density"}
 
 
 def checkpoints_in(folder: Path) -> Dict[int, Path]:
@@ -101,10 +100,17 @@ def atomic_save(state: Dict[str, Any], path: Path, scratch_dir: Path) -> None:
     """
     scratch_dir.mkdir(parents=True, exist_ok=True)
     partial = scratch_dir / f".{path.name}{PARTIAL_SUFFIX}"
-    with open(partial, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(partial, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:
+        written = partial.stat().st_size if partial.exists() else 0
+        partial.unlink(missing_ok=True)
+        if not disk_full(error, scratch_dir, written):
+            raise
+        raise In2nError(disk_full_message(path, written)) from None
     os.replace(partial, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -116,48 +122,36 @@ def atomic_save(state: Dict[str, Any], path: Path, scratch_dir: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def source_run_config(checkpoint: Path) -> Optional[Any]:
-    """The config.yml of the run a checkpoint belongs to, if it is there and readable."""
-    config_path = checkpoint.parent.parent / "config.yml"
-    if not config_path.is_file():
-        return None
-    try:
-        return yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    except Exception:  # an unreadable config only costs us the more specific hint
-        return None
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def differing_model_options(source_model: Any, model: Any) -> List[str]:
-    """`--pipeline.model.x value` flags that would make `model` match the checkpoint's model config."""
-    flags = []
-    ours = {f.name for f in dataclasses.fields(model)}
-    for f in dataclasses.fields(source_model):
-        if f.name in MODEL_FIELDS_WITHOUT_SHAPES or f.name not in ours:
-            continue
-        theirs, mine = getattr(source_model, f.name), getattr(model, f.name)
-        if theirs != mine and not dataclasses.is_dataclass(theirs):
-            flags.append(f"--pipeline.model.{f.name.replace('_', '-')} {theirs}")
-    return flags
+def disk_full(error: BaseException, folder: Path, written: int) -> bool:
+    """Whether a failed write ran out of space. torch's writer reports it as a RuntimeError ("unexpected pos ...")
+    rather than an OSError, so without an errno the free space decides: less than was being written."""
+    if isinstance(error, OSError):
+        return error.errno in DISK_FULL_ERRNOS
+    return shutil.disk_usage(folder).free <= max(written, 1 << 20)
 
 
-def mismatch_message(error: RuntimeError, checkpoint: Path, model_config: Any, num_views: int) -> str:
-    """Explain a failed load_state_dict: different data, or different model options."""
-    text = str(error)
-    views = re.search(r"(?:pose_adjustment|embedding_appearance\.embedding\.weight).*?torch\.Size\(\[(\d+)", text)
-    if views and int(views.group(1)) != num_views:
-        return (
-            f"{checkpoint} was trained on {views.group(1)} training views, but --data gives {num_views}. Use the same "
-            "--data (and the same dataparser options, e.g. --downscale-factor) as the run that wrote the checkpoint."
-        )
-    source = source_run_config(checkpoint)
-    flags = differing_model_options(source.pipeline.model, model_config) if source is not None else []
-    if flags:
-        return (
-            f"{checkpoint} was trained with different model options. Add these to the command so the model matches "
-            f"it: {' '.join(flags)}"
-        )
-    first_line = next((line.strip() for line in text.splitlines() if "size mismatch" in line or "Missing" in line), "")
+def disk_full_message(path: Path, written: int) -> str:
+    """What happened, what is safe, and how to go on."""
+    folder = path.parent
+    others = {step: p for step, p in checkpoints_in(folder).items() if p != path} if folder.is_dir() else {}
+    needed = max([written] + [p.stat().st_size for p in others.values()])
+    free = shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
+    if others:
+        newest = max(others)
+        safe = f"The newest complete checkpoint, {others[newest].name} (step {newest}), is intact."
+        resume = f"then continue the edit where it stopped: run the same command with --load-dir {folder}"
+    else:
+        safe = "No earlier checkpoint of this run exists."
+        resume = "then run the command again"
     return (
-        f"{checkpoint} does not fit this model ({first_line or 'parameters differ'}). Use the same --pipeline.model.* "
-        "options as the run that wrote it (see the config.yml next to its nerfstudio_models folder)."
+        f"The disk holding {folder} is full: saving {path.name} needs about {megabytes(needed)} and "
+        f"{megabytes(free)} is free. The unfinished file was removed. {safe} Free some space (or pass another "
+        f"--output-dir), {resume}."
     )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+# nerfstudio's writer and base_config import each other; importing the writer first fails.
+import nerfstudio.configs.base_config  # noqa: F401
 import torch
 from nerfstudio.utils import writer
 from torch import Tensor

@@ -1,10 +1,16 @@
 """The methods `ns-train` lists: in2n-big, in2n, in2n-lite, and the names nerfstudio's docs use for them.
 
-| method    | alias      | InstructPix2Pix | LPIPS | rays/step | GPU memory |
-|-----------|------------|-----------------|-------|-----------|------------|
-| in2n-big  |            | fp32            | yes   | 16384     | < 15 GB    |
-| in2n      | in2n-small | fp16            | yes   | 16384     | < 12 GB    |
-| in2n-lite | in2n-tiny  | fp16            | no    | 4096      | < 10 GB    |
+| method    | alias      | InstructPix2Pix | LPIPS | rays/step (micro-batches) | GPU memory |
+|-----------|------------|-----------------|-------|---------------------------|------------|
+| in2n-big  |            | fp32            | yes   | 16384 (4)                 | < 15 GB    |
+| in2n      | in2n-small | fp16            | yes   | 16384 (4)                 | < 12 GB    |
+| in2n-lite | in2n-tiny  | fp16            | no    | 4096 (1)                  | < 10 GB    |
+
+Whole images (the view to edit, nerfstudio's eval images, the viewer) are rendered 4096 rays at a time: with
+nerfacto's pure-torch hash grid, a 512x384 view rendered 32768 rays at a time (nerfacto's default) took 9.9 GB more
+than the training step before it (measured on the CPU, bench/README.md). Training steps of 16384 rays run as four
+micro-batches of 4096 rays with accumulated gradients (`--pipeline.ray-chunks`, chosen from the rays per step), the
+same step in a quarter of the activation memory.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from in2n.data.datamanager import In2nDataManagerConfig
-from in2n.model import In2nModelConfig
+from in2n.model import RENDER_CHUNK_RAYS, In2nModelConfig
 from in2n.pipeline import In2nPipelineConfig
 from in2n.trainer import In2nTrainerConfig
 
@@ -42,7 +48,7 @@ def base_config(method_name: str) -> In2nTrainerConfig:
                 patch_size=32,
             ),
             model=In2nModelConfig(
-                eval_num_rays_per_chunk=1 << 15,
+                eval_num_rays_per_chunk=RENDER_CHUNK_RAYS,
                 use_lpips=True,
                 patch_size=32,
                 camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
@@ -57,7 +63,7 @@ def base_config(method_name: str) -> In2nTrainerConfig:
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=6e-6, max_steps=10000),
             },
         },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        viewer=ViewerConfig(num_rays_per_chunk=RENDER_CHUNK_RAYS),
         vis="viewer",
     )
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import urllib.error
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Type
+from typing import Dict, Iterator, Type
 
 import torch
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from torch import nn
 from torch.nn import L1Loss
 
-from in2n.errors import In2nError
-from in2n.lpips_weights import ALEXNET_FILE, alexnet_weights_path
+RENDER_CHUNK_RAYS = 1 << 12
+"""Rays per chunk when a whole image is rendered: with the pure-torch hash grid, nerfacto's 32768 took ~10 GB for a
+512x384 view (see method_configs)."""
 
 
 @dataclass
@@ -19,8 +21,8 @@ class In2nModelConfig(NerfactoModelConfig):
     """nerfacto, trained on edited views with an L1 and a perceptual loss."""
 
     _target: Type = field(default_factory=lambda: In2nModel)
-    eval_num_rays_per_chunk: int = 1 << 15
-    """Rays rendered per chunk when a whole image is rendered."""
+    eval_num_rays_per_chunk: int = RENDER_CHUNK_RAYS
+    """Rays rendered per chunk when a whole image is rendered (the view to edit, eval images, ns-render)."""
     average_init_density: float = 0.01
     """As nerfacto's method config: only matters for a scene trained from scratch."""
     use_lpips: bool = True
@@ -37,10 +39,8 @@ class In2nModel(NerfactoModel):
     config: In2nModelConfig
 
     def populate_modules(self) -> None:
-        try:
+        with lpips_weights_from_checkpoint():
             super().populate_modules()
-        except (urllib.error.URLError, OSError) as error:
-            raise In2nError(missing_lpips_backbone_message(error)) from None
         if self.config.use_l1:
             self.rgb_loss = L1Loss()
 
@@ -58,12 +58,34 @@ class In2nModel(NerfactoModel):
         return loss_dict
 
 
-def missing_lpips_backbone_message(error: BaseException) -> str:
-    target = alexnet_weights_path()
-    return (
-        f"nerfacto's LPIPS network needs torchvision's AlexNet weights ({ALEXNET_FILE}), which are not on this "
-        f"machine and could not be downloaded ({error}). Copy the file from a machine with internet (it lands in "
-        f'~/.cache/torch/hub/checkpoints/ after `python -c "import torchvision; '
-        f"torchvision.models.alexnet(weights='DEFAULT')\"`) to {target}, or set TORCH_HOME to a folder whose "
-        "hub/checkpoints/ holds it."
-    )
+@contextmanager
+def lpips_weights_from_checkpoint() -> Iterator[None]:
+    """Build nerfacto's LPIPS network without torchvision's pretrained AlexNet.
+
+    nerfacto builds LPIPS from the AlexNet weights in torchvision's cache and downloads them when they are missing.
+    Every checkpoint in2n loads (the nerfacto run it edits, or its own) holds those weights in its state dict
+    (`_model.lpips.net...`), and loading it overwrites the backbone anyway, so the backbone's layers are only
+    created: editing, `ns-render` and `ns-viewer` then need neither the file nor a network.
+    """
+    from torchmetrics.functional.image import lpips
+
+    torchvision_features = lpips._get_tv_model_features
+    lpips._get_tv_model_features = untrained_features
+    try:
+        yield
+    finally:
+        lpips._get_tv_model_features = torchvision_features
+
+
+def untrained_features(net: str, pretrained: bool = False) -> nn.Sequential:
+    """The feature layers of a torchvision network, freshly initialised, built without its classifier: AlexNet's
+    classifier is 96% of its parameters, and initialising them took longer than reading the pretrained file."""
+    import torchvision
+
+    with torch.device("meta"):  # layers without memory: nothing is initialised yet
+        features = getattr(torchvision.models, net)(weights=None).features
+    features = features.to_empty(device="cpu")
+    for layer in features.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    return features

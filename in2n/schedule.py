@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
+
+
+class ScheduledView(NamedTuple):
+    """A view to edit."""
+
+    view: int
+    pass_index: int
+    """The pass it belongs to."""
+    place: Optional[int]
+    """Its place in the pass's shuffled order (None for a retried view)."""
 
 
 class EditSchedule:
@@ -36,23 +46,28 @@ class EditSchedule:
 
     def next_views(self, count: int) -> List[int]:
         """The next `count` distinct views to edit (fewer only if the scene has fewer views)."""
-        views: List[int] = []
+        return [scheduled.view for scheduled in self.next_scheduled(count)]
+
+    def next_scheduled(self, count: int) -> List[ScheduledView]:
+        """The next `count` distinct views to edit, with their pass and their place in it."""
+        views: List[ScheduledView] = []
         while self.retry and len(views) < count:
             view = self.retry.pop(0)
-            if view not in views:
-                views.append(view)
+            if view not in (s.view for s in views):
+                # A retried view takes a place of the pass at random: its own went to the failed edit.
+                views.append(ScheduledView(view, self.passes_completed, None))
         while len(views) < min(count, self.num_views):
             if self.position == self.num_views:
                 self.passes_completed += 1
                 self.position = 0
                 self.order = self._shuffled(self.passes_completed)
             view = self.order[self.position]
-            if view in views:
+            if view in (s.view for s in views):
                 # A view already in this batch (a retry, or the end of the last pass) waits for the next call,
                 # so that every pass still edits every view exactly once.
                 break
+            views.append(ScheduledView(view, self.passes_completed, self.position))
             self.position += 1
-            views.append(view)
         return views
 
     def mark_edited(self, count: int) -> None:

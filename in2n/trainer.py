@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Type
@@ -12,17 +14,14 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from in2n.checkpoints import (
-    atomic_save,
-    checkpoints_in,
-    find_checkpoint,
-    load_checkpoint_file,
-    mismatch_message,
-    source_run_config,
-)
+from in2n.checkpoints import atomic_save, checkpoints_in, find_checkpoint, load_checkpoint_file
+from in2n.console import notice
+from in2n.edit_loop import EditLoop
+from in2n.editing.factory import EditorFactory
 from in2n.errors import In2nError
-from in2n.logging import notice
+from in2n.mismatch import mismatch_message
 from in2n.pipeline import In2nPipeline
+from in2n.run_folder import run_of_checkpoint
 
 
 @dataclass
@@ -38,17 +37,47 @@ class In2nTrainer(Trainer):
     Steps keep counting from the loaded checkpoint (an edit of a 30000-step nerfacto run shows steps
     30001, 30002, ...). `--max-num-iterations N` is the length of the whole edit: a resumed edit runs only
     the steps it has left, and stops at the same step as an uninterrupted one.
+
+    Args:
+        editor_factory: builds the pipeline's editor; default: the one the options ask for.
     """
 
     config: In2nTrainerConfig
     pipeline: In2nPipeline
+
+    def __init__(
+        self,
+        config: In2nTrainerConfig,
+        local_rank: int = 0,
+        world_size: int = 1,
+        editor_factory: Optional[EditorFactory] = None,
+    ) -> None:
+        super().__init__(config, local_rank, world_size)
+        self._editor_factory = editor_factory
+        self._edit_length = config.max_num_iterations
+        """The whole edit's length, --max-num-iterations (the config's value becomes the steps left to run)."""
+        self._stopped_at: Optional[int] = None
+        """The step after which a converged edit stopped."""
+
+    @property
+    def edit_loop(self) -> EditLoop:
+        assert self.pipeline.edit_loop is not None, "only a training pipeline edits"
+        return self.pipeline.edit_loop
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         self._checkpoint: Optional[Path] = None
         if test_mode == "val":
             # Before the data and the diffusion model are loaded: a wrong path should fail in a second.
             self._checkpoint = find_checkpoint(self.config.load_dir, self.config.load_step, self.config.load_checkpoint)
-        super().setup(test_mode)
+        pipeline_config = self.config.pipeline
+        if self._editor_factory is not None:
+            # nerfstudio's Trainer.setup builds the pipeline from its config's `_target`; hand it the factory there.
+            target = functools.partial(In2nPipeline, editor_factory=self._editor_factory)
+            self.config.pipeline = dataclasses.replace(pipeline_config, _target=target)
+        try:
+            super().setup(test_mode)
+        finally:
+            self.config.pipeline = pipeline_config
         if test_mode == "val":
             # nerfstudio's console shows "% Done" and the ETA against this; steps continue from the checkpoint.
             writer.GLOBAL_BUFFER["max_iter"] = self._start_step + self.config.max_num_iterations
@@ -69,24 +98,78 @@ class In2nTrainer(Trainer):
             ) from None
         edit_state: Optional[Dict[str, Any]] = state.get("in2n")
         if edit_state is None:
-            self.pipeline.edit_start_step = self._start_step
-            self.pipeline.remember_initial_model()
+            self.edit_loop.start(self._start_step)
             CONSOLE.print(f"Starting a new edit from {path} (step {state['step']}).")
         else:
             self._resume(state, edit_state, path)
-        end = self.pipeline.edit_start_step + self.config.max_num_iterations
-        remaining = max(0, end - self._start_step)
+        self.config = dataclasses.replace(self.config, max_num_iterations=self._steps_left(path))
+        self.edit_loop.log_progress_to(self.base_dir)
+
+    def _steps_left(self, path: Path) -> int:
+        """The trainer runs `max_num_iterations` steps after the loaded one: the steps the edit has left."""
+        loop = self.edit_loop
+        assert loop.start_step is not None
+        length = self._edit_length
+        if loop.stopped_at_length is not None:
+            if length <= loop.stopped_at_length:
+                notice(
+                    f"this edit converged and stopped at step {self._start_step - 1} ({path}); raise "
+                    f"--max-num-iterations above {loop.stopped_at_length} to edit further. Nothing was written."
+                )
+                return 0
+            loop.continue_after_convergence()
+        remaining = max(0, loop.start_step + length - self._start_step)
         if remaining == 0:
             notice(
-                f"this edit already ran its {self.config.max_num_iterations} steps (--max-num-iterations); raise it "
-                "to continue editing."
+                f"this edit already ran its {length} steps (--max-num-iterations); raise it to continue editing. "
+                "Nothing was written."
             )
-        # The trainer runs `max_num_iterations` steps after the loaded one; make that the steps left.
-        self.config = dataclasses.replace(self.config, max_num_iterations=remaining)
+        return remaining
+
+    def train(self) -> None:
+        """nerfstudio's training loop; an edit with no step left to run (finished or converged) writes nothing."""
+        if self.pipeline.edit_loop is not None and self.config.max_num_iterations == 0:
+            self._discard_new_run_folder()
+            return
+        super().train()
+
+    def _discard_new_run_folder(self) -> None:
+        """Remove the folder ns-train made for this run, if it holds nothing but what this process wrote into it:
+        its config.yml, the progress log and empty logger files. An existing run's folder is left alone."""
+        folder = self.base_dir
+        if self._checkpoint is not None and folder.resolve() == self._checkpoint.parent.parent.resolve():
+            return
+        written_here = {"config.yml", "edit_progress.csv"}
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        if all(p.name in written_here or p.name.startswith("events.out.tfevents") for p in files):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def train_iteration(self, step: int):
+        outputs = super().train_iteration(step)
+        loop = self.pipeline.edit_loop
+        if loop is not None and loop.should_stop and self._stopped_at is None:
+            self._stopped_at = step
+            self.stop_training = True  # nerfstudio's loop ends before the next step, then saves (_after_train)
+            loop.stopped_at_length = self._edit_length
+            converged = loop.convergence
+            assert converged is not None
+            notice(
+                f"the edit converged at step {step}: over its last {loop.config.min_passes} full passes the agreement "
+                f"changed by {converged.trend:+.2f} dB per pass (now {converged.pass_psnr:.2f} dB), within "
+                f"--pipeline.converge-tolerance {loop.config.converge_tolerance:g}. Stopping after this step and "
+                f"saving; raise --max-num-iterations above {self._edit_length} to edit further."
+            )
+        return outputs
+
+    def _after_train(self) -> None:
+        if self._stopped_at is not None:
+            self.step = self._stopped_at  # the loop set the step after it before stopping
+        super()._after_train()
 
     def _resume(self, state: Dict[str, Any], edit_state: Dict[str, Any], path: Path) -> None:
         sizes = [tuple(s) for s in edit_state["image_sizes"]]
-        ours = [self.pipeline.datamanager.image_size(v) for v in range(self.pipeline.datamanager.num_views)]
+        images = self.pipeline.datamanager.training_images
+        ours = [images.image_size(v) for v in range(images.num_views)]
         if sizes != ours:
             raise In2nError(
                 f"{path} was edited on images of {sizes[0][1]}x{sizes[0][0]} pixels (width x height), but --data "
@@ -97,21 +180,23 @@ class In2nTrainer(Trainer):
         if "schedulers" in state and self.config.load_scheduler:
             self.optimizers.load_schedulers(state["schedulers"])
         self.grad_scaler.load_state_dict(state["scalers"])
-        self.pipeline.load_edit_state_dict(edit_state)
-        prompt = self.pipeline.edit_controls.prompt.value
-        if edit_state["prompt"] != prompt:
-            notice(f"resuming an edit made with the prompt {edit_state['prompt']!r}; continuing with {prompt!r}")
-        schedule = self.pipeline.schedule
+        loop = self.edit_loop
+        loop.load_state_dict(edit_state)
+        if edit_state["prompt"] != loop.live.prompt:
+            notice(
+                f"resuming an edit made with the prompt {edit_state['prompt']!r}; continuing with {loop.live.prompt!r}"
+            )
+        summary = loop.summary()
         CONSOLE.print(
-            f"Resuming the edit from {path} (step {state['step']}): {len(edit_state['edited_views'])} views edited, "
-            f"pass {schedule.passes_completed + 1}."
+            f"Resuming the edit from {path} (step {state['step']}): {summary.views_changed} views edited, "
+            f"pass {summary.passes_completed + 1}."
         )
 
     def _check_data_source(self, path: Path) -> None:
-        source = source_run_config(path)
+        source = run_of_checkpoint(path)
         if source is None:
             return
-        datamanager = source.pipeline.datamanager
+        datamanager = source.config.pipeline.datamanager
         theirs = datamanager.data or datamanager.dataparser.data
         ours = Path(self.pipeline.datamanager.get_datapath())
         if theirs is not None and Path(theirs).resolve() != ours.resolve():
@@ -129,8 +214,8 @@ class In2nTrainer(Trainer):
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
         }
-        if self.pipeline.schedule is not None:
-            state["in2n"] = self.pipeline.edit_state_dict()
+        if self.pipeline.edit_loop is not None:
+            state["in2n"] = self.pipeline.edit_loop.state_dict()
         atomic_save(state, path, scratch_dir=self.base_dir)
         if self.config.save_only_latest_checkpoint:
             for old in checkpoints_in(self.checkpoint_dir).values():

@@ -5,7 +5,7 @@ Stages, each a real command whose output is shown as it runs:
 1. ``in2n-make-scene``: the scene (three spheres and a box on a checkered disc) as a nerfstudio dataset;
 2. ``ns-train nerfacto``: a small nerfacto, the model the edit starts from;
 3. ``ns-train in2n --load-dir ...``: the edit, with InstructPix2Pix when a CUDA GPU and its weights are available,
-   otherwise with the deterministic reference editor (a recolouring that ignores the prompt);
+   otherwise with the deterministic negative editor (a recolouring that ignores the prompt);
 4. ``in2n-compare``: both runs rendered along the orbit shipped for the scene, side by side.
 
 Everything goes to ``.demo/`` (git-ignored). A stage whose result exists from an earlier demo run with the same
@@ -32,14 +32,16 @@ from urllib.parse import urlparse
 import torch
 import tyro
 
-from in2n.compare import STILL_NAME, VIDEO_NAME
-from in2n.editing.loading import DEFAULT_IP2P_MODEL, looks_like_path
+from in2n.editing.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
+from in2n.hub import looks_like_path
 from in2n.lpips_weights import alexnet_weights_path
 from in2n.synthetic.camera_path import ORBIT_SCENE, SHIPPED_CAMERA_PATH
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig
+from in2n.tools.compare import STILL_NAME, VIDEO_NAME
+from in2n.tools.plot import PLOT_NAME
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -49,10 +51,13 @@ TIMESTAMP = "demo"
 PROBE_TIMEOUT_S = 3.0
 """How long to wait for a server to answer before counting it as unreachable."""
 TORCHVISION_WEIGHTS_HOST = "download.pytorch.org"
-EDIT_SCHEDULE_ARGS = ["--pipeline.edit-rate", "1", "--pipeline.edit-count", "3"]
-"""Three views edited on every step: the short edit converges instead of touching each view a few times."""
+EDIT_SCHEDULE_ARGS = [
+    "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3", "--pipeline.stop-when-converged", "True",
+]  # fmt: skip
+"""Three views edited on every step: the short edit converges instead of touching each view a few times; the run
+stops once it has (the plot shows where)."""
 
-Editor = Literal["ip2p", "reference"]
+Editor = Literal["ip2p", "negative"]
 
 
 @dataclass
@@ -60,7 +65,7 @@ class DemoConfig:
     """Run in2n end to end on the built-in scene: generate it, train nerfacto, edit it, render before/after."""
 
     prompt: str = "make the spheres look like bronze"
-    """The instruction (used by InstructPix2Pix; the reference editor ignores it)."""
+    """The instruction (used by InstructPix2Pix; the negative editor ignores it)."""
     ip2p_model: str = DEFAULT_IP2P_MODEL
     """InstructPix2Pix weights: a Hugging Face hub id or a folder saved with `save_pretrained`."""
     nerfacto_steps: int = 500
@@ -69,6 +74,9 @@ class DemoConfig:
     """Training steps of the edit."""
     camera_path: Path = SHIPPED_CAMERA_PATH
     """Camera path of the before/after renders (the default orbit is made for the demo's scene)."""
+    render_width: int = 256
+    """Width in pixels of each side of the before/after renders (the scene trains at 64x48; a NeRF renders any
+    size)."""
     output_dir: Path = REPOSITORY / ".demo"
     """Folder for the scene, the runs and the renders."""
     fresh: bool = False
@@ -80,7 +88,7 @@ class EditorChoice:
     """The editor the demo runs, and why."""
 
     editor: Editor
-    """`ip2p` (InstructPix2Pix) or `reference` (deterministic recolouring)."""
+    """`ip2p` (InstructPix2Pix) or `negative` (deterministic recolouring to the negative)."""
     reason: str
     """Why, in words for the user."""
 
@@ -96,7 +104,7 @@ class Stage:
     command: List[str]
     """The command line."""
     output: Path
-    """The folder the stage writes; removed before it runs, so no earlier attempt is mixed in."""
+    """The folder (or file) the stage writes; removed before it runs, so no earlier attempt is mixed in."""
 
 
 @dataclass
@@ -113,6 +121,8 @@ class DemoResult:
     """The run folder of the edit."""
     renders: Path
     """The in2n-compare output: before/after video and still, the frames of each run."""
+    progress_plot: Path
+    """The edit's progress, plotted by in2n-plot (beside the before/after)."""
     stages_run: List[str] = field(default_factory=list)
     """Names of the stages that ran (the others were reused)."""
 
@@ -146,27 +156,27 @@ def choose_editor(ip2p_model: str) -> EditorChoice:
     """InstructPix2Pix if it can run usefully here: a CUDA GPU, and weights in a folder, the cache or the hub."""
     if not torch.cuda.is_available():
         return EditorChoice(
-            "reference",
+            "negative",
             "there is no CUDA GPU, and InstructPix2Pix on a CPU takes minutes per view (README, Performance)",
         )
     if Path(ip2p_model).expanduser().is_dir():
         return EditorChoice("ip2p", f"a CUDA GPU is available and the weights are in {ip2p_model}")
     if looks_like_path(ip2p_model):
-        return EditorChoice("reference", f"--ip2p-model {ip2p_model} is not a folder")
+        return EditorChoice("negative", f"--ip2p-model {ip2p_model} is not a folder")
     if _ip2p_in_cache(ip2p_model):
         return EditorChoice("ip2p", f"a CUDA GPU is available and {ip2p_model} is in the Hugging Face cache")
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return EditorChoice(
-            "reference", f"{ip2p_model} is not in the Hugging Face cache and HF_HUB_OFFLINE forbids downloading it"
+            "negative", f"{ip2p_model} is not in the Hugging Face cache and HF_HUB_OFFLINE forbids downloading it"
         )
     if reachable(constants.ENDPOINT):
         return EditorChoice(
             "ip2p", f"a CUDA GPU is available; {ip2p_model} is downloaded (about 5 GB) into the Hugging Face cache"
         )
     return EditorChoice(
-        "reference", f"{ip2p_model} is not in the Hugging Face cache and {constants.ENDPOINT} cannot be reached"
+        "negative", f"{ip2p_model} is not in the Hugging Face cache and {constants.ENDPOINT} cannot be reached"
     )
 
 
@@ -226,12 +236,14 @@ def stages(config: DemoConfig, editor: Editor, device: str) -> List[Stage]:
             "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000", *data]  # fmt: skip
     compare = [str(BIN / "in2n-compare"), "--original", str(nerfacto_run / "config.yml"),
                "--edited", str(edited_run / "config.yml"), "--camera-path", str(config.camera_path.resolve()),
-               "--output-dir", str(renders)]  # fmt: skip
+               "--output-dir", str(renders), "--render-width", str(config.render_width)]  # fmt: skip
+    plot = [str(BIN / "in2n-plot"), str(edited_run), "--output", str(renders / PLOT_NAME)]
     return [
         Stage("scene", "Generate the scene", make_scene, scene),
         Stage("nerfacto", f"Train nerfacto ({config.nerfacto_steps} steps)", train_nerfacto, nerfacto_run),
         Stage("edit", f"Edit it with the {editor} editor ({config.edit_steps} steps)", edit, edited_run),
         Stage("compare", "Render before and after along the camera path", compare, renders),
+        Stage("plot", "Plot the edit's progress", plot, renders / PLOT_NAME),
     ]
 
 
@@ -270,7 +282,10 @@ class StageRunner:
             return
         # Whatever this stage writes is new, so every later stage has to be redone too.
         self.redo = True
-        shutil.rmtree(stage.output, ignore_errors=True)
+        if stage.output.is_dir():
+            shutil.rmtree(stage.output)
+        else:
+            stage.output.unlink(missing_ok=True)
         (self.records / f"{stage.name}.json").unlink(missing_ok=True)
         print("$ " + " ".join(stage.command), flush=True)
         result = subprocess.run(stage.command, env=self.env, cwd=REPOSITORY)
@@ -293,26 +308,30 @@ def run_demo(config: DemoConfig) -> DemoResult:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lpips_env, lpips_note = lpips_environment(config.output_dir)
     print(f"Editor: {editor.editor}, because {editor.reason}.\n{lpips_note}", flush=True)
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), **lpips_env}
+    # The dependencies' deprecation warnings are pages long on this stack, and nothing the user can act on.
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning"}
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), **quiet, **lpips_env}
     plan = stages(config, editor.editor, device)
     runner = StageRunner(config.output_dir / "stages", len(plan), config.fresh, env)
     for number, stage in enumerate(plan, start=1):
         runner.run(number, stage)
-    scene, nerfacto, edited, renders = (stage.output for stage in plan)
-    result = DemoResult(editor, scene, nerfacto, edited, renders, runner.ran)
+    scene, nerfacto, edited, renders, plot = (stage.output for stage in plan)
+    result = DemoResult(editor, scene, nerfacto, edited, renders, plot, runner.ran)
     elapsed = time.perf_counter() - runner.started
     print_summary(result, elapsed)
     return result
 
 
 def print_summary(result: DemoResult, seconds: float) -> None:
-    editor = "InstructPix2Pix" if result.editor.editor == "ip2p" else "the reference editor (prompt ignored)"
+    editor = "InstructPix2Pix" if result.editor.editor == "ip2p" else "the negative editor (prompt ignored)"
     print(
         f"\n=== Done in {minutes(seconds)} (edited with {editor})\n"
         f"Before/after (original left, edited right):\n"
         f"  still  {result.renders / STILL_NAME}\n"
         f"  video  {result.renders / VIDEO_NAME}\n"
         f"  frames {result.renders / 'original'}, {result.renders / 'edited'}\n"
+        f"The edit's progress (agreement of each edit with the scene, pass by pass):\n"
+        f"  plot   {result.progress_plot}\n"
         f"Runs:\n"
         f"  nerfacto  {result.nerfacto_run}\n"
         f"  in2n      {result.edited_run}\n"

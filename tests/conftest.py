@@ -1,4 +1,5 @@
-"""Shared fixtures: a generated scene, a tiny InstructPix2Pix, an offline LPIPS backbone, a trained nerfacto run.
+"""Shared fixtures: a generated scene, tiny InstructPix2Pix models (SD and SDXL), an offline LPIPS backbone, a trained
+nerfacto run.
 
 Nothing here touches the network: the diffusion model and the AlexNet weights are random and built locally.
 """
@@ -9,11 +10,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import pytest
 
-import in2n.logging
+import in2n.console
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.ip2p import save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
@@ -22,18 +23,21 @@ from in2n.synthetic.scene import SceneConfig, write_scene
 BIN = Path(sys.executable).parent
 SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
 NERFACTO_STEPS = 300
-REFERENCE_EDIT_STEPS = 200
+NEGATIVE_EDIT_STEPS = 200
 
 
 def ns(command: str) -> str:
     return str(BIN / command)
 
 
-def run(args: List[str], cwd: Path, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the test environment; on failure show its output."""
+def run(
+    args: List[str], cwd: Path, timeout: float = 900, check: bool = True, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
+    """Run a command with the test environment (and `env` on top of it); on failure show its output."""
     result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
-    )
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(
             f"{args[0]} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
@@ -57,13 +61,19 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
     """One-time notices are once per process; each test starts as a fresh process would."""
-    monkeypatch.setattr(in2n.logging, "_shown", set())
+    monkeypatch.setattr(in2n.console, "_shown", set())
 
 
 @pytest.fixture(scope="session")
 def tiny_ip2p(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random InstructPix2Pix saved like a downloaded one."""
     return save_random_ip2p(tmp_path_factory.mktemp("models") / "tiny-ip2p", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_ip2p(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random SDXL InstructPix2Pix saved like a downloaded one."""
+    return save_random_ip2p(tmp_path_factory.mktemp("models") / "tiny-sdxl-ip2p", size="tiny-sdxl", seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +117,10 @@ def in2n_run_dir(workdir: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_run(nerfacto_run: Path, scene: Path, workdir: Path) -> Path:
-    """The run folder of an in2n edit with the reference editor, long enough for the scene to converge."""
-    run(in2n_args(nerfacto_run, workdir, "reference", "--max-num-iterations", REFERENCE_EDIT_STEPS,
-                  "--pipeline.editor", "reference", "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3",
+def negative_run(nerfacto_run: Path, scene: Path, workdir: Path) -> Path:
+    """The run folder of an in2n edit with the negative editor, long enough for the scene to converge."""
+    run(in2n_args(nerfacto_run, workdir, "negative", "--max-num-iterations", NEGATIVE_EDIT_STEPS,
+                  "--pipeline.editor", "negative", "--pipeline.edit-rate", "1", "--pipeline.edit-count", "3",
                   "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
                   "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
-    return in2n_run_dir(workdir, "reference")
+    return in2n_run_dir(workdir, "negative")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from in2n.editing.reference import reference_target
+from in2n.editing.negative import negative_target
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
 ORBIT_STRIDE = 15
@@ -24,14 +24,19 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def random_images(batch: int, seed: int, height: int = 32, width: int = 48) -> torch.Tensor:
+    """Uniform random images [batch, 3, height, width] in [0, 1], the same for a seed."""
+    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
 def read_rgb(path: Path) -> torch.Tensor:
     """An image file as RGB floats [H, W, 3] in [0, 1]."""
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).float() / 255.0
 
 
 def distances(render: torch.Tensor, original: torch.Tensor) -> tuple:
-    """Mean squared distance of a render [H, W, 3] to the original view and to the reference editor's target."""
-    target = reference_target(original.permute(2, 0, 1)).permute(1, 2, 0)
+    """Mean squared distance of a render [H, W, 3] to the original view and to the negative editor's target."""
+    target = negative_target(original.permute(2, 0, 1)).permute(1, 2, 0)
     return ((render - original) ** 2).mean().item(), ((render - target) ** 2).mean().item()
 
 

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 from in2n.errors import In2nError
-from in2n.evaluation.clip_metrics import (
+from in2n.synthetic.clip import save_random_clip
+from in2n.tools.clip_metrics import (
     ClipEmbedder,
     direction_consistency,
     load_frames,
     text_image_direction_similarity,
 )
-from in2n.synthetic.clip import save_random_clip
 from tests.conftest import ns
 from tests.helpers import flat
 
@@ -180,7 +180,7 @@ def test_cli_explains_how_to_get_missing_weights_offline(renders: Dict[str, Path
     )  # fmt: skip
     assert_fails_with(
         result,
-        "Could not load the CLIP model 'openai/clip-vit-large-patch14'",
+        "Could not load the CLIP model weights 'openai/clip-vit-large-patch14'",
         f"Hugging Face cache (HF_HOME={hf_home}, HF_HUB_OFFLINE=1 so nothing is downloaded)",
         "hf download openai/clip-vit-large-patch14",
         "--clip-model /path/to/folder",

@@ -16,11 +16,11 @@ import yaml
 from nerfstudio.configs.method_configs import method_configs
 from nerfstudio.engine.trainer import TrainerConfig
 
-from in2n.compare import STILL_NAME, VIDEO_NAME, CameraPath, CompareConfig, check_frames, compare, read_run
 from in2n.errors import In2nError
 from in2n.method_configs import in2n as in2n_method
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH, OrbitConfig, orbit_poses
 from in2n.synthetic.scene import render_view
+from in2n.tools.compare import STILL_NAME, VIDEO_NAME, CameraPath, CompareConfig, check_frames, compare, read_run
 from tests.conftest import SCENE, ns, run
 from tests.helpers import ORBIT_STRIDE, distances, flat, read_rgb, short_orbit
 
@@ -100,7 +100,7 @@ def test_camera_path_problems_are_explained(runs: Dict[str, Path], tmp_path: Pat
 
 
 def test_missing_ffmpeg_is_explained(runs: Dict[str, Path], monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("in2n.compare.shutil.which", lambda name: None)
+    monkeypatch.setattr("in2n.tools.compare.shutil.which", lambda name: None)
     message = compare_error(original=runs["nerfacto"], edited=runs["in2n"])
     assert "ffmpeg is not installed" in message and "apt install ffmpeg" in message
 
@@ -139,12 +139,10 @@ def test_failed_render_shows_the_end_of_its_output(tmp_path: Path, runs: Dict[st
 
 
 @pytest.mark.e2e
-def test_before_after_puts_the_original_left_and_the_edit_right(
-    nerfacto_run: Path, reference_run: Path, tmp_path: Path
-):
+def test_before_after_puts_the_original_left_and_the_edit_right(nerfacto_run: Path, negative_run: Path, tmp_path: Path):
     output = tmp_path / "before_after"
     result = run([ns("in2n-compare"), "--original", nerfacto_run.parent / "config.yml",
-                  "--edited", reference_run / "config.yml", "--camera-path", short_orbit(tmp_path / "orbit.json"),
+                  "--edited", negative_run / "config.yml", "--camera-path", short_orbit(tmp_path / "orbit.json"),
                   "--output-dir", output], cwd=tmp_path)  # fmt: skip
     printed = flat(result.stdout)
     assert str(output / VIDEO_NAME) in printed and str(output / STILL_NAME) in printed
@@ -163,7 +161,7 @@ def test_before_after_puts_the_original_left_and_the_edit_right(
     assert (middle[:, :128] - left).abs().mean() < 0.03 and (middle[:, 128:] - right).abs().mean() < 0.03
 
     # The middle frame is orbit camera 45: the original shows what the scene looks like from there, the edit shows
-    # the reference editor's target of that view.
+    # the negative editor's target of that view.
     truth = render_view(replace(SCENE, width=128, height=96), orbit_poses(OrbitConfig())[3 * ORBIT_STRIDE])
     truth = torch.from_numpy(truth).float() / 255.0
     to_original, to_target = distances(left, truth)

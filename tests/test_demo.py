@@ -9,13 +9,15 @@ from types import ModuleType
 from typing import Any, List
 
 import mediapy
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from in2n.compare import STILL_NAME, VIDEO_NAME
 from in2n.editing.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
 from in2n.lpips_weights import alexnet_weights_path
+from in2n.tools.compare import STILL_NAME, VIDEO_NAME
 from tests.helpers import flat, import_script, short_orbit
 
 DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
@@ -31,10 +33,10 @@ def with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
 
-def test_without_cuda_the_reference_editor_is_used(demo: ModuleType, monkeypatch: pytest.MonkeyPatch):
+def test_without_cuda_the_negative_editor_is_used(demo: ModuleType, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     choice = demo.choose_editor(DEFAULT_IP2P_MODEL)
-    assert choice.editor == "reference" and "no CUDA GPU" in choice.reason
+    assert choice.editor == "negative" and "no CUDA GPU" in choice.reason
 
 
 def test_with_cuda_instruct_pix2pix_is_used_when_its_weights_can_be_had(
@@ -42,7 +44,7 @@ def test_with_cuda_instruct_pix2pix_is_used_when_its_weights_can_be_had(
 ):
     assert demo.choose_editor(str(tmp_path)).editor == "ip2p"
     choice = demo.choose_editor(str(tmp_path / "missing-folder"))
-    assert choice.editor == "reference" and "is not a folder" in choice.reason
+    assert choice.editor == "negative" and "is not a folder" in choice.reason
 
     monkeypatch.setattr(demo, "_ip2p_in_cache", lambda model: True)
     assert demo.choose_editor(DEFAULT_IP2P_MODEL).editor == "ip2p"
@@ -50,10 +52,10 @@ def test_with_cuda_instruct_pix2pix_is_used_when_its_weights_can_be_had(
     monkeypatch.setattr(demo, "_ip2p_in_cache", lambda model: False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     choice = demo.choose_editor(DEFAULT_IP2P_MODEL)
-    assert choice.editor == "reference" and "HF_HUB_OFFLINE" in choice.reason
+    assert choice.editor == "negative" and "HF_HUB_OFFLINE" in choice.reason
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    for reachable, editor in ((True, "ip2p"), (False, "reference")):
+    for reachable, editor in ((True, "ip2p"), (False, "negative")):
         monkeypatch.setattr(demo, "reachable", lambda url, answer=reachable: answer)
         assert demo.choose_editor(DEFAULT_IP2P_MODEL).editor == editor
 
@@ -116,14 +118,22 @@ def test_short_demo_writes_what_it_reports_and_reuses_it(
         nerfacto_steps=30, edit_steps=6, camera_path=short_orbit(tmp_path / "orbit.json"), output_dir=tmp_path / "demo"
     )
     result = demo.run_demo(config)
-    printed = flat(capfd.readouterr().out)
+    captured = capfd.readouterr()
+    printed = flat(captured.out)
 
-    assert result.stages_run == ["scene", "nerfacto", "edit", "compare"]
-    assert "Editor: reference, because there is no CUDA GPU" in printed and "RANDOM AlexNet weights" in printed
-    for number, title in enumerate(["Generate the scene", "Train nerfacto (30 steps)", "Edit it with the reference"]):
-        assert f"=== [{number + 1}/4] {title}" in printed
-    for path in (result.renders / STILL_NAME, result.renders / VIDEO_NAME):
+    assert result.stages_run == ["scene", "nerfacto", "edit", "compare", "plot"]
+    assert "Editor: negative, because there is no CUDA GPU" in printed and "RANDOM AlexNet weights" in printed
+    titles = ["Generate the scene", "Train nerfacto (30 steps)", "Edit it with the negative", "Render before and after",
+              "Plot the edit's progress"]  # fmt: skip
+    for number, title in enumerate(titles):
+        assert f"=== [{number + 1}/5] {title}" in printed
+    for path in (result.renders / STILL_NAME, result.renders / VIDEO_NAME, result.progress_plot):
         assert path.is_file() and str(path) in printed, path
+    assert result.progress_plot.parent == result.renders, "the plot beside the before/after"
+    still = np.asarray(Image.open(result.renders / STILL_NAME))
+    assert still.shape[1] >= 2 * 256, "each side at least 256 px wide"
+    warnings = [line for line in (captured.out + captured.err).splitlines() if "Warning:" in line]
+    assert warnings == [], "the dependencies' warnings are kept off the console"
     for run_dir in (result.nerfacto_run, result.edited_run):
         assert (run_dir / "config.yml").is_file() and str(run_dir) in printed, run_dir
     assert f"ns-viewer --load-config {result.edited_run / 'config.yml'}" in printed
@@ -131,4 +141,4 @@ def test_short_demo_writes_what_it_reports_and_reuses_it(
 
     again = demo.run_demo(config)
     printed = flat(capfd.readouterr().out)
-    assert again.stages_run == [] and printed.count("Reusing") == 4
+    assert again.stages_run == [] and printed.count("Reusing") == 5

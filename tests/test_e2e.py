@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Dict, Optional
 
 import pytest
 import torch
@@ -53,9 +54,11 @@ def test_in2n_edits_views_and_checkpoints_no_diffusion_weights(ip2p_run: Path, n
     assert all(min((e - o).abs().mean() for o in originals) > 0.01 for e in edited), "edited views differ"
 
 
-def test_ns_render_renders_the_edit_without_the_diffusion_model(ip2p_run: Path, workdir: Path):
+def test_ns_render_renders_the_edit_without_the_diffusion_model_or_the_alexnet_file(ip2p_run: Path, workdir: Path):
     output = workdir / "renders-ip2p"
-    result = render_test_views(ip2p_run / "config.yml", output, workdir)
+    no_weights = workdir / "torch-home-without-alexnet"  # and the hub is offline: nothing can be downloaded
+    result = render_test_views(ip2p_run / "config.yml", output, workdir, env={"TORCH_HOME": str(no_weights)})
+    assert not no_weights.exists() or not list(no_weights.rglob("*.pth"))
     images = sorted(output.rglob("*.png"))
     assert len(images) == 2, result.stdout[-2000:]
     for path in images:
@@ -64,13 +67,13 @@ def test_ns_render_renders_the_edit_without_the_diffusion_model(ip2p_run: Path, 
     assert "InstructPix2Pix" not in result.stdout + result.stderr
 
 
-def test_reference_edit_moves_held_out_views_to_the_target(
-    reference_run: Path, nerfacto_run: Path, scene: Path, workdir: Path
+def test_negative_edit_moves_held_out_views_to_the_target(
+    negative_run: Path, nerfacto_run: Path, scene: Path, workdir: Path
 ):
     """Views the edit never saw (the eval split) render close to the edited target after the edit, not before."""
     scores = {}
     for name, config in (("before", nerfacto_run.parent / "config.yml"),
-                         ("after", reference_run / "config.yml")):  # fmt: skip
+                         ("after", negative_run / "config.yml")):  # fmt: skip
         output = workdir / f"renders-{name}"
         render_test_views(config, output, workdir)
         renders = sorted(output.rglob("*.png"))
@@ -82,6 +85,6 @@ def test_reference_edit_moves_held_out_views_to_the_target(
         assert to_target < 0.5 * to_original, scores
 
 
-def render_test_views(config: Path, output: Path, workdir: Path):
+def render_test_views(config: Path, output: Path, workdir: Path, env: Optional[Dict[str, str]] = None):
     return run([ns("ns-render"), "dataset", "--load-config", config, "--output-path", output, "--split", "test",
-                "--rendered-output-names", "rgb", "--image-format", "png"], cwd=workdir)  # fmt: skip
+                "--rendered-output-names", "rgb", "--image-format", "png"], cwd=workdir, env=env)  # fmt: skip

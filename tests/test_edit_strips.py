@@ -13,7 +13,7 @@ from nerfstudio.utils import writer
 from PIL import Image
 
 from in2n.edit_strips import STRIP_GROUP, edit_strip, log_edit_strips, strip_name, strips_due
-from in2n.editing.reference import reference_target
+from in2n.editing.negative import negative_target
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
 from tests.helpers import read_rgb
 from tests.pipelines import make_pipeline
@@ -55,24 +55,24 @@ def test_one_strip_per_finite_edit_is_queued(event_storage) -> None:
 
 def test_the_pipeline_logs_strips_of_the_views_it_edits(scene: Path, event_storage) -> None:
     pipeline = make_pipeline(scene, edit_rate=1, edit_count=2, log_strips_every=2)
-    written = pipeline.edit_views(step=1)
+    written = pipeline.edit_loop.edit_views(step=1)
     assert not [e for e in event_storage if e["name"].startswith(STRIP_GROUP)], "step 1 is not every 2nd edit"
-    written = pipeline.edit_views(step=2)
+    written = pipeline.edit_loop.edit_views(step=2)
     strips = {e["name"]: e["event"] for e in event_storage if e["name"].startswith(STRIP_GROUP)}
     assert set(strips) == {strip_name(view) for view in written}
     for view in written:
-        height, width = pipeline.datamanager.image_size(view)
+        height, width = pipeline.datamanager.training_images.image_size(view)
         strip = strips[strip_name(view)]
         assert strip.shape == (height, 3 * width, 3)
-        torch.testing.assert_close(strip[:, :width], pipeline.datamanager.original_rgb(view))
-        torch.testing.assert_close(strip[:, 2 * width :], pipeline.datamanager.current_rgb(view))
+        torch.testing.assert_close(strip[:, :width], pipeline.datamanager.training_images.original_rgb(view))
+        torch.testing.assert_close(strip[:, 2 * width :], pipeline.datamanager.training_images.current_rgb(view))
 
 
 @pytest.mark.e2e
 def test_strips_land_in_the_tensorboard_event_files(nerfacto_run: Path, scene: Path, workdir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
-    run(in2n_args(nerfacto_run, workdir, "strips", "--max-num-iterations", "3", "--pipeline.editor", "reference",
+    run(in2n_args(nerfacto_run, workdir, "strips", "--max-num-iterations", "3", "--pipeline.editor", "negative",
                   "--pipeline.edit-rate", "1", "--pipeline.edit-count", "2", "--pipeline.log-strips-every", "1",
                   "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
                   "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
@@ -89,8 +89,8 @@ def test_strips_land_in_the_tensorboard_event_files(nerfacto_run: Path, scene: P
         expected = read_rgb(train_images[int(tag.rsplit("_", 1)[1])])
         # The logger stores 8-bit images by truncation.
         assert (original - expected).abs().max() <= 1.5 / 255, tag
-        # The reference editor moves the render towards its target: edited - target = (1 - s) (render - target).
-        target = reference_target(expected.permute(2, 0, 1)).permute(1, 2, 0)
+        # The negative editor moves the render towards its target: edited - target = (1 - s) (render - target).
+        target = negative_target(expected.permute(2, 0, 1)).permute(1, 2, 0)
         towards, away = (edited - target).flatten(), (render - target).flatten()
         keep = (towards @ away) / (away @ away)
         assert 0 <= keep <= 1 and (towards - keep * away).abs().max() < 3 / 255, tag

@@ -15,14 +15,13 @@ from in2n.editing.devices import resolve_device
 from in2n.editing.loading import load_ip2p_pipeline
 from in2n.errors import In2nError, format_error
 from in2n.model import In2nModel
-from in2n.validation import check_pipeline_config
 from tests.conftest import ns
 from tests.pipelines import pipeline_config
 
 
 def problems_of(scene: Path, **options) -> str:
     with pytest.raises(In2nError) as caught:
-        check_pipeline_config(pipeline_config(scene, **options))
+        pipeline_config(scene, **options).check()
     return str(caught.value)
 
 
@@ -39,6 +38,7 @@ def problems_of(scene: Path, **options) -> str:
         ({"edit_rate": 0}, "--pipeline.edit-rate is 0; it must be at least 1"),
         ({"edit_count": -2}, "--pipeline.edit-count is -2"),
         ({"diffusion_steps": 0}, "--pipeline.diffusion-steps is 0"),
+        ({"max_edit_size": 32}, "--pipeline.max-edit-size is 32; use at least 64, or leave it unset for the editor's"),
         ({"ip2p_device": "cuda:7", "editor": "ip2p"}, "--pipeline.ip2p-device cuda:7"),
         ({"ip2p_device": "gpu-please", "editor": "ip2p"}, "is not a device name. Use cpu, cuda, cuda:N"),
     ],
@@ -56,15 +56,15 @@ def test_patch_options_must_agree(scene: Path) -> None:
     config = pipeline_config(scene)
     config.datamanager.patch_size = 16
     with pytest.raises(In2nError, match="patch-size 16 and --pipeline.model.patch-size 32 differ"):
-        check_pipeline_config(config)
+        config.check()
     config = pipeline_config(scene)
     config.datamanager.patch_size = config.model.patch_size = 1
     with pytest.raises(In2nError, match="LPIPS needs ray patches"):
-        check_pipeline_config(config)
+        config.check()
     config = pipeline_config(scene)
     config.datamanager.train_num_rays_per_batch = 500
     with pytest.raises(In2nError, match="less than one 32x32 patch; use a multiple of 1024"):
-        check_pipeline_config(config)
+        config.check()
 
 
 def test_devices() -> None:
@@ -126,13 +126,20 @@ def test_missing_diffusion_weights_offline(tmp_path: Path, monkeypatch: pytest.M
         load_ip2p_pipeline(str(tmp_path), torch.float32)
 
 
-def test_missing_lpips_backbone(scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_the_model_needs_no_alexnet_file_and_takes_lpips_weights_from_the_checkpoint(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no AlexNet here, and the hub is offline
     config = pipeline_config(scene).model
-    with pytest.raises(In2nError) as caught:
-        In2nModel(config, scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=4)
-    message = " ".join(str(caught.value).split())
-    assert "alexnet-owt-7be5be79.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
+    box = SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    trained, fresh = (In2nModel(config, scene_box=box, num_train_data=4) for _ in range(2))
+    assert not list(tmp_path.rglob("*.pth")), "nothing was downloaded or written"
+    with torch.no_grad():
+        for parameter in trained.lpips.parameters():
+            parameter.normal_()
+    fresh.load_state_dict(trained.state_dict())
+    for (name, theirs), ours in zip(trained.lpips.state_dict().items(), fresh.lpips.state_dict().values(), strict=True):
+        assert torch.equal(theirs, ours), name
 
 
 def test_format_error_is_one_prefixed_paragraph() -> None:
@@ -143,7 +150,7 @@ def test_format_error_is_one_prefixed_paragraph() -> None:
 def test_ns_train_without_load_dir_prints_the_message_without_traceback(scene: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [ns("ns-train"), "in2n", "--machine.device-type", "cpu", "--vis", "tensorboard", "--output-dir",
-         str(tmp_path), "--pipeline.editor", "reference", "nerfstudio-data", "--data", str(scene)],
+         str(tmp_path), "--pipeline.editor", "negative", "nerfstudio-data", "--data", str(scene)],
         capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )  # fmt: skip
     assert result.returncode != 0

@@ -16,9 +16,15 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from PIL import Image
 
 from in2n.errors import In2nError
-from in2n.export_dataset import ExportEditedDataset, relative_path, scaled_intrinsics, stored_file, write_atomically
 from in2n.method_configs import in2n_big
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.tools.export_dataset import (
+    ExportEditedDataset,
+    relative_path,
+    scaled_intrinsics,
+    stored_file,
+    write_atomically,
+)
 from tests.conftest import SCENE, ns, run
 
 STEP = 310
@@ -205,13 +211,13 @@ def test_paths_and_intrinsics() -> None:
 
 
 @pytest.mark.e2e
-def test_export_of_a_reference_edit_trains_with_nerfacto(reference_run: Path, nerfacto_run: Path, scene: Path,
+def test_export_of_a_negative_edit_trains_with_nerfacto(negative_run: Path, nerfacto_run: Path, scene: Path,
                                                          workdir: Path):  # fmt: skip
     output = workdir / "exported"
-    run([ns("in2n-export"), "--load-config", reference_run / "config.yml", "--output-dir", output], cwd=workdir)
-    checkpoint = max((reference_run / "nerfstudio_models").glob("step-*.ckpt"))
+    run([ns("in2n-export"), "--load-config", negative_run / "config.yml", "--output-dir", output], cwd=workdir)
+    checkpoint = max((negative_run / "nerfstudio_models").glob("step-*.ckpt"))
     edit = torch.load(checkpoint, weights_only=True)["in2n"]
-    assert edit["edited_views"], "the reference run edited views"
+    assert edit["edited_views"], "the negative run edited views"
     edited = dict(zip(edit["edited_views"], edit["edited_images"], strict=True))
     files = train_files(scene)
     for view, path in enumerate(files):

@@ -2,8 +2,8 @@
 with an In2nError that says what to change, never with another exception.
 
 Pipelines are not built per example (a nerfacto each would take minutes): the options go through the same
-validation the pipeline runs first, then through what an edit step does with them (the schedule, the per-view
-seeds, the editor) on random images of the fuzzed shape.
+validation the pipeline runs first, then drive the real edit loop (`EditLoop`: schedule, per-view seeds, editor,
+write-back) over two edit steps, with random training images and renders of the fuzzed shape.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import in2n.logging
-from in2n.editing.base import Editor, EditSettings
+import in2n.console
+from in2n.data.training_images import TrainingImages
+from in2n.edit_loop import EditLoop, ViewRender
+from in2n.editing.base import Editor
 from in2n.editing.ip2p import InstructPix2PixEditor
-from in2n.editing.reference import ReferenceEditor
+from in2n.editing.negative import NegativeEditor
 from in2n.errors import In2nError
-from in2n.pipeline import In2nPipelineConfig, edit_seed
-from in2n.schedule import EditSchedule
-from in2n.validation import check_pipeline_config
+from in2n.pipeline import In2nPipelineConfig
 from tests.pipelines import pipeline_config
 
 NUM_VIEWS = 20
@@ -67,10 +67,10 @@ SIDES = st.one_of(st.integers(1, 40), st.sampled_from([1, 2, 3, 63, 64, 65, 97, 
 @pytest.fixture(autouse=True)
 def forget_notices_afterwards() -> Iterator[None]:
     """One-time notices raised here must still show in the tests that expect to see them first."""
-    shown = set(in2n.logging._shown)
+    shown = set(in2n.console._shown)
     yield
-    in2n.logging._shown.clear()
-    in2n.logging._shown.update(shown)
+    in2n.console._shown.clear()
+    in2n.console._shown.update(shown)
 
 
 @pytest.fixture(scope="module")
@@ -83,38 +83,27 @@ def validated(scene: Path, options: Dict[str, Any]) -> Optional[In2nPipelineConf
     """The config if it passes validation; None if validation explains what is wrong (an In2nError)."""
     config = pipeline_config(scene, **options)
     try:
-        check_pipeline_config(config)
+        config.check()
     except In2nError as error:
         assert str(error).strip(), "the message says what is wrong"
         return None
     return config
 
 
-def edit_step(config: In2nPipelineConfig, editor: Editor, height: int, width: int, step: int = 300) -> None:
-    """What `In2nPipeline.edit_views` does with the options, on random images of the given size."""
-    schedule = EditSchedule(NUM_VIEWS, seed=config.seed)
-    for _ in range(2):  # the second call of a one-view-per-step run crosses nothing; more views cross a pass
-        views = schedule.next_views(config.edit_count)
-        assert 1 <= len(views) <= min(config.edit_count, NUM_VIEWS) and len(set(views)) == len(views)
-        assert all(0 <= view < NUM_VIEWS for view in views)
-        schedule.mark_edited(len(views))
-    views = views[:2]  # the editor's cost grows with the batch; two views exercise batching
+def edit_step(config: In2nPipelineConfig, editor: Editor, height: int, width: int, num_views: int) -> None:
+    """The real edit loop with the options, on random training images and renders of the given size: the edit
+    steps of a run's start, across a pass boundary when views per edit allow it."""
     generator = torch.Generator().manual_seed(height * 1000 + width)
-    renders = torch.rand(len(views), 3, height, width, generator=generator)
-    originals = torch.rand(len(views), 3, height, width, generator=generator)
-    edit_settings = EditSettings(
-        guidance_scale=config.guidance_scale,
-        image_guidance_scale=config.image_guidance_scale,
-        diffusion_steps=config.diffusion_steps,
-        lower_bound=config.lower_bound,
-        upper_bound=config.upper_bound,
-        scale_steps_with_noise=config.scale_steps_with_noise,
-    )
-    seeds = [edit_seed(config.seed, step, view) for view in views]
-    edited = editor.edit(renders, originals, views, config.prompt, edit_settings, seeds)
-    assert edited.shape == renders.shape and edited.dtype == renders.dtype
-    assert torch.isfinite(edited).all()
-    assert edited.min() >= 0.0 and edited.max() <= 1.0
+    images = TrainingImages(torch.rand(num_views, height, width, 3, generator=generator))
+    renders = torch.rand(num_views, height, width, 3, generator=generator)
+    loop = EditLoop(config, editor, lambda view, with_points: ViewRender(renders[view]), images)
+    for step in (config.edit_rate, 2 * config.edit_rate):
+        edits_before = loop.schedule.views_edited
+        loop.before_step(step)
+        assert 1 <= loop.schedule.views_edited - edits_before <= min(config.edit_count, num_views)
+    assert torch.isfinite(images.rows).all() and images.rows.min() >= 0.0 and images.rows.max() <= 1.0
+    for view in set(range(num_views)) - loop.edited_views:
+        assert torch.equal(images.rows[view], images.originals[view])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,10 +111,10 @@ def edit_step(config: In2nPipelineConfig, editor: Editor, height: int, width: in
 def test_any_options_validate_or_raise_in2n_error(
     scene: Path, options: Dict[str, Any], diffusion_steps: int, height: int, width: int
 ) -> None:
-    """The whole option space, with the cheap reference editor."""
-    config = validated(scene, {**options, "diffusion_steps": diffusion_steps, "editor": "reference"})
+    """The whole option space, with the cheap negative editor."""
+    config = validated(scene, {**options, "diffusion_steps": diffusion_steps, "editor": "negative"})
     if config is not None:
-        edit_step(config, ReferenceEditor(), height, width)
+        edit_step(config, NegativeEditor(), height, width, num_views=NUM_VIEWS)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -148,7 +137,7 @@ def test_any_options_and_image_shape_edit_with_instructpix2pix_or_raise_in2n_err
     if config is None:
         return
     ip2p.max_edit_size = config.max_edit_size
-    edit_step(config, ip2p, height, width)
+    edit_step(config, ip2p, height, width, num_views=2)  # the editor's cost grows with the batch
 
 
 @pytest.mark.parametrize(
@@ -163,4 +152,4 @@ def test_values_that_cannot_give_an_edit_are_rejected_with_the_option_named(
     scene: Path, option: str, value: Any, expected: str
 ) -> None:
     with pytest.raises(In2nError, match=expected.replace(".", r"\.")):
-        check_pipeline_config(pipeline_config(scene, **{option: value}))
+        pipeline_config(scene, **{option: value}).check()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 def failed_edit(load_dir: Path, workdir: Path, name: str, data: Path, *options: Any) -> str:
     """The console text of an `ns-train in2n` that must stop with our error."""
-    result = run(in2n_args(load_dir, workdir, name, "--pipeline.editor", "reference", *options,
+    result = run(in2n_args(load_dir, workdir, name, "--pipeline.editor", "negative", *options,
                            "nerfstudio-data", "--data", data), cwd=workdir, check=False)  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
@@ -44,8 +44,8 @@ def test_model_options_other_than_the_checkpoints(nerfacto_run: Path, scene: Pat
     assert "--pipeline.model.hidden-dim 32" in message
 
 
-def test_resuming_an_edit_on_images_of_another_size(reference_run: Path, workdir: Path, tmp_path: Path) -> None:
+def test_resuming_an_edit_on_images_of_another_size(negative_run: Path, workdir: Path, tmp_path: Path) -> None:
     data = other_scene(tmp_path / "larger", width=80, height=60)
-    message = failed_edit(reference_run / "nerfstudio_models", workdir, "larger", data)
+    message = failed_edit(negative_run / "nerfstudio_models", workdir, "larger", data)
     assert "was edited on images of 64x48 pixels (width x height), but --data gives 80x60" in message
     assert "--downscale-factor" in message

@@ -1,4 +1,5 @@
-"""The datamanager, the edit schedule in the pipeline, the model's losses, and the checkpointed edit state."""
+"""The nerfstudio side of in2n: the datamanager's training images, rendering a training view, the losses, the viewer
+panel, and what the pipeline's state dict holds."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from in2n.editing.reference import reference_target
-from in2n.pipeline import edit_seed, group_by_size
+from in2n.editing.negative import negative_target
 from in2n.schedule import EditSchedule
 from in2n.synthetic.scene import SceneConfig, write_scene
-from tests.pipelines import make_pipeline
+from in2n.viewer_panel import PANEL_NAME, EditSummaryPanel, LiveEditPanel
+from tests.pipelines import make_pipeline, panel
 
 
 @pytest.fixture(scope="module")
@@ -21,103 +22,64 @@ def pipeline(scene: Path):
     return make_pipeline(scene, edit_rate=1, edit_count=3)
 
 
-def dataset_image(scene: Path, pipeline, view: int) -> torch.Tensor:
+def dataset_image(pipeline, view: int) -> torch.Tensor:
     path = pipeline.datamanager.train_dataset.image_filenames[view]
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255.0
 
 
-def test_rows_of_the_image_tensor_are_the_views_in_dataset_order(scene: Path, pipeline) -> None:
+def test_rows_of_the_image_tensor_are_the_views_in_dataset_order(pipeline) -> None:
     datamanager = pipeline.datamanager
     assert torch.equal(datamanager.image_batch["image_idx"], torch.arange(datamanager.num_views))
+    images = datamanager.training_images
+    assert images.num_views == datamanager.num_views
     for view in (0, 5, datamanager.num_views - 1):
-        torch.testing.assert_close(datamanager.original_rgb(view), dataset_image(scene, pipeline, view), atol=1e-6,
-                                   rtol=0)  # fmt: skip
+        torch.testing.assert_close(images.original_rgb(view), dataset_image(pipeline, view), atol=1e-6, rtol=0)
 
 
 def test_replacing_a_view_changes_only_that_row_and_keeps_the_original(scene: Path) -> None:
-    datamanager = make_pipeline(scene).datamanager
-    before = datamanager.images.clone()
-    datamanager.replace_image(3, torch.zeros(*datamanager.image_size(3), 3))
-    assert datamanager.current_rgb(3).abs().sum() == 0
-    changed = (datamanager.images != before).flatten(1).any(dim=1)
-    assert changed.tolist() == [v == 3 for v in range(datamanager.num_views)]
-    torch.testing.assert_close(datamanager.original_rgb(3), before[3])
+    images = make_pipeline(scene).datamanager.training_images
+    before = images.rows.clone()
+    images.replace_image(3, torch.zeros(*images.image_size(3), 3))
+    assert images.current_rgb(3).abs().sum() == 0
+    changed = (images.rows != before).flatten(1).any(dim=1)
+    assert changed.tolist() == [v == 3 for v in range(images.num_views)]
+    torch.testing.assert_close(images.original_rgb(3), before[3])
     with pytest.raises(ValueError, match="replacement"):
-        datamanager.replace_image(3, torch.zeros(4, 4, 3))
-    datamanager.restore_originals()
-    assert torch.equal(datamanager.images, before)
+        images.replace_image(3, torch.zeros(4, 4, 3))
+    images.restore_originals()
+    assert torch.equal(images.rows, before)
 
 
 def test_sampled_training_rays_see_the_edited_image(scene: Path) -> None:
-    pipeline = make_pipeline(scene)
-    datamanager = pipeline.datamanager
-    for view in range(datamanager.num_views):
-        datamanager.replace_image(view, torch.full((*datamanager.image_size(view), 3), 0.25))
+    datamanager = make_pipeline(scene).datamanager
+    images = datamanager.training_images
+    for view in range(images.num_views):
+        images.replace_image(view, torch.full((*images.image_size(view), 3), 0.25))
     _, batch = datamanager.next_train(0)
     assert torch.allclose(batch["image"], torch.tensor(0.25))
 
 
-def test_inference_mode_has_no_training_batch_and_no_editor(scene: Path) -> None:
+def test_inference_mode_has_no_training_batch_no_editor_and_a_read_only_panel(scene: Path) -> None:
     pipeline = make_pipeline(scene, test_mode="inference")
-    assert pipeline.editor is None and pipeline.schedule is None
+    assert pipeline.edit_loop is None
     assert not hasattr(pipeline.datamanager, "image_batch")
-
-
-def test_schedule_edits_every_view_once_per_pass() -> None:
-    schedule = EditSchedule(7, seed=3)
-    sequence = []
-    while len(sequence) < 21:
-        views = schedule.next_views(3)
-        assert 1 <= len(views) <= 3 and len(set(views)) == len(views)
-        sequence += views
-    for start in (0, 7, 14):
-        assert sorted(sequence[start : start + 7]) == list(range(7))
-    assert schedule.passes_completed == 2
-    assert EditSchedule(7, seed=3).next_views(7) == EditSchedule(7, seed=3).next_views(7)
-    assert EditSchedule(7, seed=3).next_views(7) != EditSchedule(7, seed=4).next_views(7)
-
-
-def test_schedule_orders_differ_per_pass_and_failed_views_come_back_first() -> None:
-    schedule = EditSchedule(6, seed=0)
-    first = schedule.next_views(6)
-    second = schedule.next_views(6)
-    assert sorted(first) == sorted(second) == list(range(6)) and first != second
-    schedule.mark_failed(4)
-    assert schedule.next_views(2)[0] == 4
-    state = schedule.state_dict()
-    restored = EditSchedule(6)
-    restored.load_state_dict(state)
-    assert restored.next_views(6) == schedule.next_views(6)
-
-
-def test_edit_step_renders_edits_and_writes_views(scene: Path) -> None:
-    pipeline = make_pipeline(scene, edit_rate=1, edit_count=3)
-    datamanager = pipeline.datamanager
-    originals = datamanager.original_images.clone()
-    written = pipeline.edit_views(step=0)
-    assert len(written) == 3 and set(written) == pipeline.edited_views
-    for view in range(datamanager.num_views):
-        changed = not torch.equal(datamanager.images[view], originals[view])
-        assert changed == (view in written)
-    assert torch.equal(datamanager.original_images, originals)
-    assert pipeline.schedule.views_edited == 3
+    assert isinstance(panel(pipeline), EditSummaryPanel)
 
 
 def test_the_edit_depends_on_the_views_own_render(scene: Path) -> None:
-    """The reference editor mixes render and target; the written image must use this view's render."""
+    """The negative editor mixes render and target; the written image must use this view's render."""
     pipeline = make_pipeline(scene, edit_rate=1, edit_count=1, lower_bound=0.5, upper_bound=0.5)
-    view = pipeline.schedule.next_views(1)[0]
-    pipeline.schedule.load_state_dict(EditSchedule(pipeline.datamanager.num_views, seed=0).state_dict())
+    loop, images = pipeline.edit_loop, pipeline.datamanager.training_images
+    view = EditSchedule(images.num_views, seed=0).next_views(1)[0]
     render = pipeline.render_view(view)
-    pipeline.edit_views(step=0)
-    target = reference_target(pipeline.datamanager.original_rgb(view).permute(2, 0, 1)).permute(1, 2, 0)
-    torch.testing.assert_close(pipeline.datamanager.current_rgb(view), 0.5 * render + 0.5 * target, atol=1e-5,
-                               rtol=0)  # fmt: skip
+    loop.edit_views(step=0)
+    target = negative_target(images.original_rgb(view).permute(2, 0, 1)).permute(1, 2, 0)
+    torch.testing.assert_close(images.current_rgb(view), 0.5 * render + 0.5 * target, atol=1e-5, rtol=0)
 
 
-def test_render_view_uses_each_views_camera(scene: Path, pipeline) -> None:
+def test_render_view_uses_each_views_camera(pipeline) -> None:
     a, b = pipeline.render_view(0), pipeline.render_view(1)
-    assert a.shape == (*pipeline.datamanager.image_size(0), 3)
+    assert a.shape == (*pipeline.datamanager.training_images.image_size(0), 3)
     assert not torch.allclose(a, b)
     torch.testing.assert_close(pipeline.render_view(0), a)  # deterministic
     assert pipeline.training, "rendering for an edit must leave the pipeline in training mode"
@@ -136,85 +98,75 @@ def test_train_loss_has_l1_and_lpips_for_in2n_and_no_lpips_for_lite(scene: Path)
     assert lite.datamanager.get_train_rays_per_batch() == 1024
 
 
-def test_patch_sampling_gives_whole_patches(scene: Path, pipeline) -> None:
+def test_patch_sampling_gives_whole_patches(pipeline) -> None:
     _, batch = pipeline.datamanager.next_train(0)
     assert batch["image"].shape[0] == 1024
     indices = batch["indices"].view(-1, 32, 32, 3)
     assert (indices[..., 0] == indices[:, :1, :1, 0]).all(), "a patch comes from one view"
 
 
-def test_edit_state_round_trips_through_a_fresh_pipeline(scene: Path) -> None:
-    pipeline = make_pipeline(scene, edit_rate=1, edit_count=4)
-    pipeline.edit_views(step=0)
-    pipeline.edit_views(step=1)
-    state = pipeline.edit_state_dict()
-    assert all(image.dtype == torch.uint8 for image in state["edited_images"])
-    fresh = make_pipeline(scene, edit_rate=1, edit_count=4)
-    fresh.load_edit_state_dict(state)
-    assert fresh.edited_views == pipeline.edited_views
-    for view in pipeline.edited_views:
-        torch.testing.assert_close(fresh.datamanager.current_rgb(view), pipeline.datamanager.current_rgb(view),
-                                   atol=0.5 / 255 + 1e-6, rtol=0)  # fmt: skip
-    assert fresh.schedule.next_views(4) == pipeline.schedule.next_views(4)
+def test_pipeline_state_dict_holds_no_diffusion_weights_but_the_edits_summary(scene: Path, tiny_ip2p: Path) -> None:
+    pipeline = make_pipeline(scene, editor="ip2p", ip2p_model=str(tiny_ip2p), prompt="make it gold", edit_count=2)
+    assert pipeline.edit_loop.editor.name == "ip2p"
+    pipeline.edit_loop.edit_views(step=0)
+    state = pipeline.state_dict()
+    assert not [k for k in state if any(part in k for part in ("unet", "vae", "text_encoder", "editor"))]
+    summary = state[f"{PANEL_NAME}._extra_state"]
+    assert summary["prompt"] == "make it gold" and summary["edits"] == 2 and summary["num_views"] == 18
 
 
-def test_pipeline_state_dict_holds_no_diffusion_weights(scene: Path, tiny_ip2p: Path) -> None:
-    pipeline = make_pipeline(scene, editor="ip2p", ip2p_model=str(tiny_ip2p))
-    keys = list(pipeline.state_dict())
-    assert pipeline.editor is not None and pipeline.editor.name == "ip2p"
-    assert not [k for k in keys if any(part in k for part in ("unet", "vae", "text_encoder", "_editor"))]
+def test_the_panel_of_a_finished_run_shows_its_edit_read_only(scene: Path) -> None:
+    trained = make_pipeline(scene, edit_rate=1, edit_count=3, prompt="make it gold", guidance_scale=6.0)
+    for step in range(3):
+        trained.edit_loop.edit_views(step)
+    viewer = make_pipeline(scene, test_mode="inference")
+    viewer.load_pipeline(trained.state_dict(), step=1234)
+    summary = panel(viewer)
+    assert [summary.prompt.value, summary.guidance.value] == ["make it gold", "6, 1.5"]
+    assert summary.edits.value == "9 edits of 18 views, 0 full passes" and summary.ended.value == "1234"
+    assert all(element.disabled for element in (summary.prompt, summary.guidance, summary.edits, summary.ended))
+    # A checkpoint without an edit (nerfacto's, or written before the panel existed) still loads.
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith(PANEL_NAME)}
+    viewer.load_pipeline(state, step=10)
+    assert summary.prompt.value == "this checkpoint holds no edit"
 
 
-def test_a_non_finite_edit_keeps_the_image_and_retries_the_view(scene: Path, capsys) -> None:
+def test_the_live_panel_writes_into_the_loop_and_shows_its_progress(scene: Path) -> None:
     pipeline = make_pipeline(scene, edit_rate=1, edit_count=2)
-    real_edit = pipeline.editor.edit
-    pipeline.editor.edit = lambda renders, *args: real_edit(renders, *args) * torch.nan
-    before = pipeline.datamanager.images.clone()
-    views = pipeline.schedule.order[:2]
-    assert pipeline.edit_views(step=0) == []
-    assert torch.equal(pipeline.datamanager.images, before)
-    assert pipeline.schedule.retry == views
-    assert "was not finite" in " ".join(capsys.readouterr().out.split())
-    pipeline.editor.edit = real_edit
-    assert sorted(pipeline.edit_views(step=1)) == sorted(views)
-
-
-def test_reset_restores_images_schedule_and_model(scene: Path) -> None:
-    pipeline = make_pipeline(scene, edit_rate=1, edit_count=3)
-    pipeline.remember_initial_model()
-    weights = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
-    pipeline.edit_views(step=0)
-    with torch.no_grad():
-        for parameter in pipeline.model.parameters():
-            parameter.add_(1.0)
-    pipeline.edit_controls.reset.cb_hook(pipeline.edit_controls.reset)
-    assert pipeline.edited_views, "the viewer's thread only requests the reset"
-    pipeline.config.edit_rate = 2
-    pipeline.get_train_loss_dict(step=1)  # the training thread resets before the step (which makes no edit)
-    assert torch.equal(pipeline.datamanager.images, pipeline.datamanager.original_images)
-    assert pipeline.edited_views == set() and pipeline.schedule.views_edited == 0
-    for key, value in pipeline.model.state_dict().items():
-        assert torch.equal(value, weights[key]), key
-
-
-def test_seeds_and_grouping_helpers() -> None:
-    assert edit_seed(0, 10, 3) == edit_seed(0, 10, 3) != edit_seed(0, 10, 4)
-    assert group_by_size([0, 1, 2], lambda v: (1, 1) if v != 1 else (2, 2)) == [[0, 2], [1]]
+    controls, live = panel(pipeline), pipeline.edit_loop.live
+    assert isinstance(controls, LiveEditPanel)
+    # As the viewer does when a field changes: set the value, call the element's hook.
+    for element, value in ((controls.prompt, "make it snowy"), (controls.guidance_scale, 3.0),
+                           (controls.image_guidance_scale, 0.5), (controls.pause_edits, True)):  # fmt: skip
+        element.value = value
+        element.cb_hook(element)
+    assert (live.prompt, live.guidance_scale, live.image_guidance_scale, live.paused) == (
+        "make it snowy",
+        3.0,
+        0.5,
+        True,
+    )
+    pipeline.get_train_loss_dict(step=0)
+    assert pipeline.edit_loop.schedule.views_edited == 0, "paused"
+    controls.pause_edits.value = False
+    controls.pause_edits.cb_hook(controls.pause_edits)
+    pipeline.get_train_loss_dict(step=1)
+    assert controls.progress.value.startswith("2 edits, 2/18 views changed, pass 1 (2/18); agreement ")
 
 
 def test_rgba_views_are_edited_over_white_and_stored_opaque(tmp_path: Path, capsys) -> None:
     write_scene(tmp_path, SceneConfig(num_views=8, rgba=True))
     pipeline = make_pipeline(tmp_path, edit_count=2)
-    datamanager = pipeline.datamanager
-    assert datamanager.num_channels == 4
+    images = pipeline.datamanager.training_images
+    assert images.num_channels == 4
     assert "alpha channel" in " ".join(capsys.readouterr().out.split())
-    sky = datamanager.original_images[0][..., 3] == 0
+    sky = images.originals[0][..., 3] == 0
     assert sky.any(), "the scene has transparent pixels"
-    assert torch.equal(datamanager.original_rgb(0)[sky], torch.ones(int(sky.sum()), 3)), "composited over white"
-    written = pipeline.edit_views(step=0)
+    assert torch.equal(images.original_rgb(0)[sky], torch.ones(int(sky.sum()), 3)), "composited over white"
+    written = pipeline.edit_loop.edit_views(step=0)
     assert len(written) == 2
     for view in written:
-        assert torch.equal(datamanager.images[view][..., 3], torch.ones(datamanager.image_size(view)))
-        assert not torch.equal(datamanager.current_rgb(view), datamanager.original_rgb(view))
-    untouched = next(v for v in range(datamanager.num_views) if v not in written)
-    assert torch.equal(datamanager.images[untouched], datamanager.original_images[untouched])
+        assert torch.equal(images.rows[view][..., 3], torch.ones(images.image_size(view)))
+        assert not torch.equal(images.current_rgb(view), images.original_rgb(view))
+    untouched = next(v for v in range(images.num_views) if v not in written)
+    assert torch.equal(images.rows[untouched], images.originals[untouched])

@@ -28,7 +28,7 @@ POLL_S = 0.05
 
 def edit_args(load_dir: Path, workdir: Path, scene: Path) -> List[Any]:
     return in2n_args(load_dir, workdir, RUN_NAME, "--max-num-iterations", EDIT_STEPS, "--steps-per-save", SAVE_EVERY,
-                     "--pipeline.editor", "reference", "--pipeline.edit-rate", "1",
+                     "--pipeline.editor", "negative", "--pipeline.edit-rate", "1",
                      "--pipeline.edit-count", EDIT_COUNT, "--steps-per-eval-image", "1000",
                      "--steps-per-eval-batch", "1000", "nerfstudio-data", "--data", scene)  # fmt: skip
 

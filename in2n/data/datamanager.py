@@ -7,7 +7,7 @@ invisible, so this builds on the VanillaDataManager and samples rays straight fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple, Type, Union
+from typing import Any, Dict, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
@@ -16,10 +16,8 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from torch import Tensor
 
-from in2n.logging import notice_once
-
-ImageRows = Union[Tensor, List[Tensor]]
-"""All training images: one [N, H, W, C] tensor, or a list of [H, W, C] when resolutions vary."""
+from in2n.console import notice_once
+from in2n.data.training_images import TrainingImages
 
 
 @dataclass
@@ -38,10 +36,9 @@ class In2nDataManagerConfig(VanillaDataManagerConfig):
 
 
 class In2nDataManager(VanillaDataManager):
-    """Training images in one tensor indexed by view, the untouched originals beside them.
+    """nerfstudio's datamanager, sampling rays from `training_images`, whose row i is training view i.
 
-    Row i of `images` is view i of the training dataset (the dataloader's collated batch comes in random
-    order; it is sorted once here).
+    The dataloader's collated batch comes in random order; it is sorted by view once here.
     """
 
     config: In2nDataManagerConfig
@@ -54,51 +51,24 @@ class In2nDataManager(VanillaDataManager):
         batch = self.train_image_dataloader.cached_collated_batch
         assert batch is not None
         self.image_batch: Dict[str, Any] = sort_batch_by_view(batch)
-        self.original_images: ImageRows = clone_rows(self.image_batch["image"])
-        if self.num_channels == 4:
+        self.training_images = TrainingImages(self.image_batch["image"])
+        if self.training_images.num_channels == 4:
             notice_once(
                 "Training images have an alpha channel: views are edited as RGB over a white background and "
                 "the edited views are stored opaque."
             )
 
     @property
-    def images(self) -> ImageRows:
-        return self.image_batch["image"]
-
-    @property
     def num_views(self) -> int:
         return len(self.train_dataset)
 
-    @property
-    def num_channels(self) -> int:
-        return int(self.images[0].shape[-1])
+    def use_masks_for_edits(self) -> None:
+        """Hand the dataset's masks to the edit (as the region it may change) and sample rays from every pixel.
 
-    def image_size(self, view: int) -> Tuple[int, int]:
-        """(height, width) of a training view."""
-        return tuple(self.images[view].shape[:2])  # type: ignore[return-value]
-
-    def current_rgb(self, view: int) -> Tensor:
-        """The view's current training image as RGB [H, W, 3] (edited or not)."""
-        return as_rgb(self.images[view])
-
-    def original_rgb(self, view: int) -> Tensor:
-        """The view's image as captured, RGB [H, W, 3]."""
-        return as_rgb(self.original_images[view])
-
-    def replace_image(self, view: int, rgb: Tensor) -> None:
-        """Put an edited RGB image [H, W, 3] in place of the view's training image."""
-        height, width = self.image_size(view)
-        if tuple(rgb.shape) != (height, width, 3):
-            raise ValueError(f"view {view} is {height}x{width}x3; the replacement is {tuple(rgb.shape)}")
-        row = self.images[view]
-        row[..., :3] = rgb.to(row)
-        if row.shape[-1] == 4:
-            row[..., 3] = 1.0
-
-    def restore_originals(self) -> None:
-        """Undo every edit."""
-        for view in range(self.num_views):
-            self.images[view].copy_(self.original_images[view])
+        nerfstudio samples training rays only inside masks; masks that limit an edit must not limit what the scene
+        learns, or everything outside them would be left untrained.
+        """
+        self.training_images.masks = self.image_batch.pop("mask", None)
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1
@@ -120,15 +90,3 @@ def sort_batch_by_view(batch: Dict[str, Any]) -> Dict[str, Any]:
         else:
             sorted_batch[key] = value
     return sorted_batch
-
-
-def clone_rows(rows: ImageRows) -> ImageRows:
-    return rows.clone() if isinstance(rows, Tensor) else [row.clone() for row in rows]
-
-
-def as_rgb(image: Tensor) -> Tensor:
-    """RGB of an RGB or RGBA image [H, W, C], RGBA composited over white."""
-    if image.shape[-1] == 4:
-        alpha = image[..., 3:4]
-        return image[..., :3] * alpha + (1.0 - alpha)
-    return image

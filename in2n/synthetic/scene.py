@@ -10,9 +10,9 @@ from __future__ import annotations
 import colorsys
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, List, Tuple
+from typing import ClassVar, List, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -55,6 +55,9 @@ class SceneConfig:
     rgba: bool = False
     """Write RGBA images with alpha 255 where the objects or the ground are hit and 0 on the sky (fractional alpha
     only on anti-aliased edges)."""
+    mask_object: Optional[int] = None
+    """Also write a mask per view of this object (0 to 2: the spheres, 3: the box), white where it is seen, named as
+    each frame's mask_path (see object_bounds for where it stands)."""
 
 
 class _Primitive(ABC):
@@ -246,8 +249,8 @@ def focal_length(config: SceneConfig) -> float:
     return 0.5 * config.width / np.tan(0.5 * np.radians(config.fov_degrees))
 
 
-def _render(primitives: List[_Primitive], camera_to_world: np.ndarray, focal: float, config: SceneConfig) -> np.ndarray:
-    """One uint8 image of shape (height, width, 3 or 4)."""
+def _camera_rays(camera_to_world: np.ndarray, focal: float, config: SceneConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Origins and unit directions (N, 3) of the supersampled rays of one image, row by row."""
     samples = config.supersample
     # Sample positions in pixel units of the output image, centred like nerfstudio's rays (pixel offset 0.5).
     columns, rows = np.meshgrid(
@@ -258,11 +261,51 @@ def _render(primitives: List[_Primitive], camera_to_world: np.ndarray, focal: fl
     ).reshape(-1, 3)
     directions = camera_directions @ camera_to_world[:3, :3].T
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    origins = np.broadcast_to(camera_to_world[:3, 3], directions.shape)
-    rgb, hit = _shade(primitives, origins, directions)
-    channels = [rgb, hit[:, None]] if config.rgba else [rgb]
-    image = np.concatenate(channels, axis=1).reshape(config.height, samples, config.width, samples, -1)
+    return np.broadcast_to(camera_to_world[:3, 3], directions.shape), directions
+
+
+def _downsample(values: np.ndarray, config: SceneConfig) -> np.ndarray:
+    """Supersampled per-ray values (N, C) averaged into pixels, uint8 of shape (height, width, C)."""
+    samples = config.supersample
+    image = values.reshape(config.height, samples, config.width, samples, -1)
     return np.round(image.mean(axis=(1, 3)) * 255.0).astype(np.uint8)
+
+
+def _render(primitives: List[_Primitive], camera_to_world: np.ndarray, focal: float, config: SceneConfig) -> np.ndarray:
+    """One uint8 image of shape (height, width, 3 or 4)."""
+    rgb, hit = _shade(primitives, *_camera_rays(camera_to_world, focal, config))
+    return _downsample(np.concatenate([rgb, hit[:, None]], axis=1) if config.rgba else rgb, config)
+
+
+def _object_mask(
+    primitives: List[_Primitive], camera_to_world: np.ndarray, focal: float, config: SceneConfig, index: int
+) -> np.ndarray:
+    """uint8 (height, width): 255 where object `index` is what the pixel sees (most of its rays), 0 elsewhere."""
+    distance, nearest = _first_hits(primitives, *_camera_rays(camera_to_world, focal, config))
+    seen = (np.isfinite(distance) & (nearest == index + 1)).astype(np.float64)  # primitive 0 is the ground
+    return np.where(_downsample(seen[:, None], config)[..., 0] >= 128, 255, 0).astype(np.uint8)
+
+
+def surface_points(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
+    """The world point each pixel's centre sees, (height, width, 3); inf where it sees the sky."""
+    single = replace(config, supersample=1)
+    origins, directions = _camera_rays(camera_to_world, focal_length(single), single)
+    distance, _ = _first_hits(_make_primitives(np.random.default_rng(config.seed)), origins, directions)
+    with np.errstate(invalid="ignore"):  # inf x 0 for the sky: NaN, made inf below
+        points = origins + distance[:, None] * directions
+    points[~np.isfinite(distance)] = np.inf
+    return points.reshape(config.height, config.width, 3)
+
+
+def object_bounds(config: SceneConfig, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The world-space axis-aligned bounds (low, high corner) of object `index` (0 to 2: the spheres, 3: the box)."""
+    primitive = _make_primitives(np.random.default_rng(config.seed))[index + 1]
+    if isinstance(primitive, _Sphere):
+        return primitive.center - primitive.radius, primitive.center + primitive.radius
+    assert isinstance(primitive, _Box)
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
+    corners = primitive.center + (signs * primitive.half_size) @ primitive._box_to_world.T
+    return corners.min(axis=0), corners.max(axis=0)
 
 
 def render_view(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
@@ -288,16 +331,22 @@ def write_scene(output_dir: Path, config: SceneConfig) -> Path:
     poses = _camera_poses(config, rng)
     focal = focal_length(config)
 
-    image_dir = output_dir / "images"
+    image_dir, mask_dir = output_dir / "images", output_dir / "masks"
     image_dir.mkdir(parents=True, exist_ok=True)
-    for stale_image in image_dir.glob("frame_*.png"):
+    for stale_image in [*image_dir.glob("frame_*.png"), *mask_dir.glob("frame_*.png")]:
         stale_image.unlink()
     frames = []
     # Numbered from 1 like the frames of ns-process-data.
     for number, camera_to_world in enumerate(poses, start=1):
         file_path = f"images/frame_{number:05d}.png"
         Image.fromarray(_render(primitives, camera_to_world, focal, config)).save(output_dir / file_path)
-        frames.append({"file_path": file_path, "transform_matrix": camera_to_world.tolist()})
+        frame = {"file_path": file_path, "transform_matrix": camera_to_world.tolist()}
+        if config.mask_object is not None:
+            mask_dir.mkdir(exist_ok=True)
+            frame["mask_path"] = f"masks/frame_{number:05d}.png"
+            mask = _object_mask(primitives, camera_to_world, focal, config, config.mask_object)
+            Image.fromarray(mask).save(output_dir / frame["mask_path"])
+        frames.append(frame)
 
     transforms = {
         "camera_model": "OPENCV",

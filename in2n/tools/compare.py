@@ -12,6 +12,7 @@ and a still of the middle frame with labels. The output folder holds::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -24,17 +25,15 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tyro
-import yaml
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image, ImageDraw, ImageFont
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from in2n.checkpoints import checkpoints_in
+from in2n.console import notice
 from in2n.errors import In2nError
-from in2n.logging import notice
-from in2n.pipeline import In2nPipelineConfig
+from in2n.run_folder import RunFolder, read_run_folder
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
 VIDEO_NAME = "before_after.mp4"
@@ -59,6 +58,9 @@ class CompareConfig:
     for the built-in procedural scene, see `in2n-make-scene`)."""
     output_dir: Path = Path("renders/before_after")
     """Folder for the video, the still and the frames; its original/ and edited/ frame folders are replaced."""
+    render_width: Optional[int] = None
+    """Render each side this many pixels wide (the height follows the path's aspect ratio); default: the camera
+    path's own render size. The field of view is kept, so a larger width shows the same views in more detail."""
 
 
 @dataclass
@@ -101,43 +103,16 @@ class Comparison:
     """The folder of the edited run's frames."""
 
 
-def _config_file(path: Path, option: str) -> Path:
-    """The config.yml an option names (a run folder stands for the config.yml in it)."""
-    if path.is_dir() and (path / "config.yml").is_file():
-        return path / "config.yml"
-    if not path.is_file():
-        raise In2nError(
-            f"{option} {path} does not exist. Pass the config.yml in the run's folder, e.g. "
-            "outputs/<scene>/nerfacto/<timestamp>/config.yml."
-        )
-    return path
-
-
-def _load_trainer_config(config_file: Path, option: str) -> TrainerConfig:
-    try:
-        config = yaml.load(config_file.read_text(), Loader=yaml.Loader)
-    except Exception as error:  # a damaged or foreign file fails anywhere inside the YAML loader
-        details = (str(error).strip().splitlines() or [""])[0]
-        raise In2nError(
-            f"{option} {config_file} could not be read as a run's config.yml ({type(error).__name__}: {details}). "
-            "Pass the config.yml that ns-train wrote into the run's folder."
-        ) from None
-    if not isinstance(config, TrainerConfig):
-        raise In2nError(f"{option} {config_file} is not the config.yml that ns-train writes into a run's folder.")
-    return config
-
-
-def _check_kind(config: TrainerConfig, config_file: Path, edited: bool) -> None:
+def _check_kind(run: RunFolder, edited: bool) -> None:
     """--edited must be an in2n run and --original must not: swapped options are the likely mistake."""
-    is_in2n = isinstance(config.pipeline, In2nPipelineConfig)
-    if edited and not is_in2n:
+    if edited and not run.is_edit:
         raise In2nError(
-            f"--edited {config_file} is a {config.method_name} run, not an in2n run. Pass the config.yml of the "
-            "`ns-train in2n` run as --edited and the run it edited as --original."
+            f"--edited {run.config_file} is a {run.config.method_name} run, not an in2n run. Pass the config.yml of "
+            "the `ns-train in2n` run as --edited and the run it edited as --original."
         )
-    if not edited and is_in2n:
+    if not edited and run.is_edit:
         raise In2nError(
-            f"--original {config_file} is an in2n run. Pass the run the edit started from (the one given to "
+            f"--original {run.config_file} is an in2n run. Pass the run the edit started from (the one given to "
             "`ns-train in2n --load-dir`) as --original and the in2n run as --edited."
         )
 
@@ -165,16 +140,10 @@ def _launch_dir(config: TrainerConfig, config_file: Path, option: str) -> Path:
 
 def read_run(path: Path, option: str, edited: bool) -> Run:
     """The run an option names, checked: a readable config.yml of the right kind, with a checkpoint."""
-    config_file = _config_file(path, option)
-    config = _load_trainer_config(config_file, option)
-    _check_kind(config, config_file, edited)
-    models = config_file.parent / config.relative_model_dir
-    if not models.is_dir() or not checkpoints_in(models):
-        raise In2nError(
-            f"{option} {config_file}: {models} holds no checkpoint, so there is nothing to render. Let the run save "
-            "one (it saves every --steps-per-save steps and when it finishes)."
-        )
-    return Run(option, config_file.resolve(), _launch_dir(config, config_file, option))
+    run = read_run_folder(path, option)
+    _check_kind(run, edited)
+    run.require_checkpoint(option, "render")
+    return Run(option, run.config_file.resolve(), _launch_dir(run.config, run.config_file, option))
 
 
 def read_camera_path(path: Path) -> CameraPath:
@@ -196,6 +165,17 @@ def read_camera_path(path: Path) -> CameraPath:
     if seconds <= 0:
         raise In2nError(f"--camera-path {path}: 'seconds' is {seconds}; the video needs a positive length.")
     return CameraPath(path.resolve(), len(cameras), len(cameras) / seconds, content.get("dataparser_transforms"))
+
+
+def resized_camera_path(camera_path: CameraPath, width: int, output: Path) -> CameraPath:
+    """A copy of the camera path rendering `width` pixels wide, the height keeping the aspect ratio."""
+    if width < 16:
+        raise In2nError(f"--render-width {width}: give at least 16 pixels.")
+    content = json.loads(camera_path.file.read_text())
+    aspect = content["render_width"] / content["render_height"]
+    content["render_width"], content["render_height"] = width, max(1, round(width / aspect))
+    output.write_text(json.dumps(content, indent=1))
+    return dataclasses.replace(camera_path, file=output.resolve())
 
 
 def _read_frame(run: Run) -> Optional[Dict[str, Any]]:
@@ -324,6 +304,8 @@ def compare(config: CompareConfig) -> Comparison:
     check_frames(original, edited, camera_path)
     output = config.output_dir
     output.mkdir(parents=True, exist_ok=True)
+    if config.render_width is not None:
+        camera_path = resized_camera_path(camera_path, config.render_width, output / "camera_path.json")
     frames = {
         label: render_frames(run, camera_path, output / label, output / "logs" / f"render-{label}.log", label)
         for label, run in (("original", original), ("edited", edited))

@@ -34,7 +34,6 @@ StyleGAN-NADA:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +46,21 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.table import Table
 
-from in2n.editing.loading import looks_like_path
 from in2n.errors import In2nError
+from in2n.hub import ModelKind, load_pretrained
 
 if TYPE_CHECKING:
     from transformers import CLIPModel, CLIPProcessor
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 """The CLIP the Instruct-NeRF2NeRF paper evaluates with."""
+CLIP_KIND = ModelKind(
+    title="CLIP model",
+    option="--clip-model",
+    marker="config.json",
+    saved_with="`CLIPModel.save_pretrained(...)` and `CLIPProcessor.save_pretrained(...)`",
+    example=DEFAULT_CLIP_MODEL,
+)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
@@ -183,19 +189,6 @@ def load_frames(source: Path, option: str) -> Frames:
     return frames
 
 
-def _missing_clip_message(model: str, cause: BaseException) -> str:
-    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    return (
-        f"Could not load the CLIP model {model!r} ({_first_line(cause)}). "
-        f"It is looked up in the Hugging Face cache (HF_HOME={hf_home}"
-        + (", HF_HUB_OFFLINE=1 so nothing is downloaded" if offline else "")
-        + f"). To fix it: on a machine with internet run `hf download {model}` (or `huggingface-cli download "
-        f"{model}`) once, and set HF_HUB_OFFLINE=1 where there is none; or pass a folder saved with "
-        "`CLIPModel.save_pretrained(...)` and `CLIPProcessor.save_pretrained(...)` as --clip-model /path/to/folder."
-    )
-
-
 def _projection(output: Any) -> torch.Tensor:
     """The projected embeddings, which transformers 5 returns as the pooler output and transformers 4 as a tensor."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -216,34 +209,12 @@ class ClipEmbedder:
     def load(cls, model: str) -> ClipEmbedder:
         """Loads CLIP from a hub id or a folder saved with ``save_pretrained``, on the GPU when there is one."""
         from transformers import CLIPModel, CLIPProcessor
-        from transformers.utils import logging as transformers_logging
 
-        folder = Path(model).expanduser()
-        if folder.exists():
-            if not (folder / "config.json").is_file():
-                raise In2nError(
-                    f"--clip-model {model}: this folder holds no config.json, so it is not a saved CLIP model. Point "
-                    "it at a folder written by `CLIPModel.save_pretrained` and `CLIPProcessor.save_pretrained`, or at "
-                    f"a hub id such as {DEFAULT_CLIP_MODEL}."
-                )
-            source = str(folder)
-        elif looks_like_path(model):
-            raise In2nError(
-                f"--clip-model {model}: no such folder. Check the path, or use a hub id such as {DEFAULT_CLIP_MODEL}."
-            )
-        else:
-            source = model
-        progress_bars = transformers_logging.is_progress_bar_enabled()
-        transformers_logging.disable_progress_bar()  # a bar per weight file is noise next to the metrics table
-        try:
+        def load(source: str) -> Tuple[CLIPModel, CLIPProcessor]:
             # The model first: when nothing is cached, its error says so more plainly than the processor's.
-            clip = CLIPModel.from_pretrained(source)
-            processor = CLIPProcessor.from_pretrained(source)
-        except Exception as error:  # hub, network and file errors come in many types; all mean "weights not here"
-            raise In2nError(_missing_clip_message(model, error)) from None
-        finally:
-            if progress_bars:
-                transformers_logging.enable_progress_bar()
+            return CLIPModel.from_pretrained(source), CLIPProcessor.from_pretrained(source)
+
+        clip, processor = load_pretrained(load, model, CLIP_KIND)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return cls(clip.to(device).eval(), processor, device)
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import yaml
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from torch import Tensor
 
-from in2n.checkpoints import checkpoints_in, find_checkpoint, load_checkpoint_file
+from in2n.checkpoints import load_checkpoint_file
 from in2n.errors import In2nError
+from in2n.run_folder import RunFolder
 
 
 @dataclass
@@ -51,40 +51,15 @@ class SourceDataset:
     """(height, width) of each training view's camera."""
 
 
-def run_config_file(path: Path) -> Path:
-    """The config.yml a --load-config names (a run folder stands for the config.yml in it)."""
-    if path.is_dir() and (path / "config.yml").is_file():
-        return path / "config.yml"
-    if not path.is_file():
-        raise In2nError(f"--load-config {path} does not exist. Pass the config.yml of an in2n run folder.")
-    return path
-
-
-def load_run_config(path: Path) -> TrainerConfig:
-    try:
-        config = yaml.load(path.read_text(), Loader=yaml.Loader)
-    except Exception as error:  # a damaged or foreign file fails anywhere inside the YAML loader
-        raise In2nError(f"--load-config {path} could not be read as a run config ({type(error).__name__}).") from None
-    if not isinstance(config, TrainerConfig):
-        raise In2nError(f"--load-config {path} is not the config.yml a training run writes.")
-    return config
-
-
-def read_edited_run(config: TrainerConfig, config_path: Path) -> EditedRun:
+def read_edited_run(run: RunFolder) -> EditedRun:
     """The edit state in the run's newest checkpoint; a clear error for runs that edited nothing."""
-    folder = config_path.parent / config.relative_model_dir
-    if not folder.is_dir() or not checkpoints_in(folder):
-        raise In2nError(
-            f"{folder} holds no checkpoint: the run saved none yet (it saves every --steps-per-save steps and at "
-            "the end). Let it reach a save, then export."
-        )
-    checkpoint = find_checkpoint(folder, None, None)
+    checkpoint = run.require_checkpoint("--load-config", "export")
     state = load_checkpoint_file(checkpoint)
     edit = state.get("in2n")
     if edit is None:
         raise In2nError(
-            f"{config_path} is a {config.method_name} run: its checkpoints hold no edit. Pass the config.yml of an "
-            "in2n run (outputs/<scene>/in2n/<timestamp>/config.yml)."
+            f"{run.config_file} is a {run.config.method_name} run: its checkpoints hold no edit. Pass the config.yml "
+            "of an in2n run (outputs/<scene>/in2n/<timestamp>/config.yml)."
         )
     if not edit["edited_views"]:
         raise In2nError(

@@ -25,16 +25,15 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
-from in2n.edited_run import (
+from in2n.errors import In2nError
+from in2n.run_folder import read_run_folder
+from in2n.tools.edited_run import (
     EditedRun,
     SourceDataset,
     check_run_matches_dataset,
-    load_run_config,
     read_edited_run,
     read_source_dataset,
-    run_config_file,
 )
-from in2n.errors import In2nError
 
 PIXEL_KEYS = ("fl_x", "fl_y", "cx", "cy", "fisheye_crop_radius")
 """Intrinsics in pixels, which scale with the image."""
@@ -59,11 +58,10 @@ class ExportEditedDataset:
     """Replace what --output-dir holds."""
 
     def main(self) -> None:
-        config_path = run_config_file(self.load_config)
-        config = load_run_config(config_path)
-        run = read_edited_run(config, config_path)
-        dataset = read_source_dataset(config, self.data)
-        check_output_dir(self.output_dir, self.overwrite, protected=[dataset.data_dir, config_path.parent])
+        folder = read_run_folder(self.load_config, "--load-config")
+        run = read_edited_run(folder)
+        dataset = read_source_dataset(folder.config, self.data)
+        check_output_dir(self.output_dir, self.overwrite, protected=[dataset.data_dir, folder.folder])
         check_run_matches_dataset(run, dataset)
         write_atomically(self.output_dir, lambda folder: export(run, dataset, folder))
         CONSOLE.print(

@@ -1,1 +1,0 @@
-"""Quantitative evaluation of an edit: CLIP metrics between renders of the original and the edited scene."""

@@ -1,0 +1,49 @@
+"""Why a checkpoint does not fit the run that loads it: other data, or other model options, in plain words."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, List
+
+from in2n.run_folder import run_of_checkpoint
+
+MODEL_FIELDS_WITHOUT_SHAPES = {"_target", "eval_num_rays_per_chunk", "average_init_density"}
+"""Model options that do not change the shapes of the weights, so they may differ from the checkpoint's run."""
+
+
+def differing_model_options(source_model: Any, model: Any) -> List[str]:
+    """`--pipeline.model.x value` flags that would make `model` match the checkpoint's model config."""
+    flags = []
+    ours = {f.name for f in dataclasses.fields(model)}
+    for f in dataclasses.fields(source_model):
+        if f.name in MODEL_FIELDS_WITHOUT_SHAPES or f.name not in ours:
+            continue
+        theirs, mine = getattr(source_model, f.name), getattr(model, f.name)
+        if theirs != mine and not dataclasses.is_dataclass(theirs):
+            flags.append(f"--pipeline.model.{f.name.replace('_', '-')} {theirs}")
+    return flags
+
+
+def mismatch_message(error: RuntimeError, checkpoint: Path, model_config: Any, num_views: int) -> str:
+    """Explain a failed load_state_dict: different data, or different model options."""
+    text = str(error)
+    views = re.search(r"(?:pose_adjustment|embedding_appearance\.embedding\.weight).*?torch\.Size\(\[(\d+)", text)
+    if views and int(views.group(1)) != num_views:
+        return (
+            f"{checkpoint} was trained on {views.group(1)} training views, but --data gives {num_views}. Use the same "
+            "--data (and the same dataparser options, e.g. --downscale-factor) as the run that wrote the checkpoint."
+        )
+    source = run_of_checkpoint(checkpoint)
+    flags = differing_model_options(source.config.pipeline.model, model_config) if source is not None else []
+    if flags:
+        return (
+            f"{checkpoint} was trained with different model options. Add these to the command so the model matches "
+            f"it: {' '.join(flags)}"
+        )
+    first_line = next((line.strip() for line in text.splitlines() if "size mismatch" in line or "Missing" in line), "")
+    return (
+        f"{checkpoint} does not fit this model ({first_line or 'parameters differ'}). Use the same --pipeline.model.* "
+        "options as the run that wrote it (see the config.yml next to its nerfstudio_models folder)."
+    )
