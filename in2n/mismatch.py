@@ -5,12 +5,25 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 from in2n.run_folder import run_of_checkpoint
 
 MODEL_FIELDS_WITHOUT_SHAPES = {"_target", "eval_num_rays_per_chunk", "average_init_density"}
 """Model options that do not change the shapes of the weights, so they may differ from the checkpoint's run."""
+MODEL_FIELDS_FROM_SOURCE = ("average_init_density",)
+"""Model options that change what the weights compute but not their shapes, so a run that edits a checkpoint takes
+them from the checkpoint's run: nerfacto's field scales every density by `average_init_density` (nerfacto trains with
+0.01, depth-nerfacto with 1.0), and weights run with another value render the scene as fog."""
+
+
+def source_model_options(source_model: Any, model: Any) -> Dict[str, Any]:
+    """The MODEL_FIELDS_FROM_SOURCE values of the checkpoint's model config that differ from `model`'s."""
+    return {
+        name: getattr(source_model, name)
+        for name in MODEL_FIELDS_FROM_SOURCE
+        if hasattr(source_model, name) and hasattr(model, name) and getattr(source_model, name) != getattr(model, name)
+    }
 
 
 def differing_model_options(source_model: Any, model: Any) -> List[str]:

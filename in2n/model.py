@@ -24,7 +24,8 @@ class In2nModelConfig(NerfactoModelConfig):
     eval_num_rays_per_chunk: int = RENDER_CHUNK_RAYS
     """Rays rendered per chunk when a whole image is rendered (the view to edit, eval images, ns-render)."""
     average_init_density: float = 0.01
-    """As nerfacto's method config: only matters for a scene trained from scratch."""
+    """As nerfacto's method config. The field scales every density by it, so an edit takes the value of the run it
+    edits (depth-nerfacto trains with 1.0)."""
     use_lpips: bool = True
     """Add an LPIPS loss on the square ray patches the datamanager samples."""
     lpips_loss_mult: float = 1.0

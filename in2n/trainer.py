@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Type
 
+import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
@@ -19,7 +20,7 @@ from in2n.console import notice
 from in2n.edit_loop import EditLoop
 from in2n.editing.factory import EditorFactory
 from in2n.errors import In2nError
-from in2n.mismatch import mismatch_message
+from in2n.mismatch import mismatch_message, source_model_options
 from in2n.pipeline import In2nPipeline
 from in2n.run_folder import run_of_checkpoint
 
@@ -69,6 +70,7 @@ class In2nTrainer(Trainer):
         if test_mode == "val":
             # Before the data and the diffusion model are loaded: a wrong path should fail in a second.
             self._checkpoint = find_checkpoint(self.config.load_dir, self.config.load_step, self.config.load_checkpoint)
+            self._take_model_options_of(self._checkpoint)
         pipeline_config = self.config.pipeline
         if self._editor_factory is not None:
             # nerfstudio's Trainer.setup builds the pipeline from its config's `_target`; hand it the factory there.
@@ -81,6 +83,24 @@ class In2nTrainer(Trainer):
         if test_mode == "val":
             # nerfstudio's console shows "% Done" and the ETA against this; steps continue from the checkpoint.
             writer.GLOBAL_BUFFER["max_iter"] = self._start_step + self.config.max_num_iterations
+
+    def _take_model_options_of(self, checkpoint: Path) -> None:
+        """Run the checkpoint's weights as its run did (mismatch.MODEL_FIELDS_FROM_SOURCE), and say so in this run's
+        config.yml, which ns-render and ns-viewer build the model from."""
+        source = run_of_checkpoint(checkpoint)
+        if source is None:
+            return
+        model = self.config.pipeline.model
+        options = source_model_options(source.config.pipeline.model, model)
+        for name, value in options.items():
+            notice(
+                f"the run being edited was trained with --pipeline.model.{name.replace('_', '-')} {value} (in2n's "
+                f"default: {getattr(model, name)}); using {value}, which its weights need"
+            )
+            setattr(model, name, value)
+        config_file = self.base_dir / "config.yml"
+        if options and config_file.exists():  # ns-train wrote it before setting up the trainer
+            config_file.write_text(yaml.dump(self.config), "utf8")
 
     def _load_checkpoint(self) -> None:
         if self._checkpoint is None:

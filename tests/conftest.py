@@ -88,20 +88,26 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
-@pytest.fixture(scope="session")
-def nerfacto_run(scene: Path, workdir: Path) -> Path:
-    """The nerfstudio_models folder of a small nerfacto trained on the scene."""
+def train_nerfacto(scene: Path, workdir: Path, experiment: str, method: str = "nerfacto", *extra: str) -> Path:
+    """Train the small nerfacto (or `method`, e.g. depth-nerfacto, with `extra` options) on `scene`; returns its
+    nerfstudio_models folder."""
     run(
-        [ns("ns-train"), "nerfacto", *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
+        [ns("ns-train"), method, *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
          "--max-num-iterations", NERFACTO_STEPS, "--steps-per-save", NERFACTO_STEPS,
-         "--pipeline.datamanager.train-num-rays-per-batch", "1024",
-         "--output-dir", workdir / "outputs", "--experiment-name", "scene", "--timestamp", "nerfacto",
+         "--pipeline.datamanager.train-num-rays-per-batch", "1024", *extra,
+         "--output-dir", workdir / "outputs", "--experiment-name", experiment, "--timestamp", method,
          "nerfstudio-data", "--data", scene],
         cwd=workdir,
     )  # fmt: skip
-    models = workdir / "outputs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models"
-    assert list(models.glob("step-*.ckpt")), "nerfacto wrote no checkpoint"
+    models = workdir / "outputs" / experiment / method / method / "nerfstudio_models"
+    assert list(models.glob("step-*.ckpt")), f"{method} wrote no checkpoint"
     return models
+
+
+@pytest.fixture(scope="session")
+def nerfacto_run(scene: Path, workdir: Path) -> Path:
+    """The nerfstudio_models folder of a small nerfacto trained on the scene."""
+    return train_nerfacto(scene, workdir, "scene")
 
 
 def in2n_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:

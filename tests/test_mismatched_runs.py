@@ -49,3 +49,14 @@ def test_resuming_an_edit_on_images_of_another_size(negative_run: Path, workdir:
     message = failed_edit(negative_run / "nerfstudio_models", workdir, "larger", data)
     assert "was edited on images of 64x48 pixels (width x height), but --data gives 80x60" in message
     assert "--downscale-factor" in message
+
+
+def test_an_edit_runs_the_weights_with_the_density_scale_of_the_run_it_edits() -> None:
+    from nerfstudio.models.depth_nerfacto import DepthNerfactoModelConfig
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
+
+    from in2n.mismatch import source_model_options
+    from in2n.model import In2nModelConfig
+
+    assert source_model_options(DepthNerfactoModelConfig(), In2nModelConfig()) == {"average_init_density": 1.0}
+    assert source_model_options(NerfactoModelConfig(average_init_density=0.01), In2nModelConfig()) == {}

@@ -13,7 +13,7 @@ from PIL import Image
 from in2n.lpips_weights import ALEXNET_FILE
 from in2n.synthetic.ip2p import SD15_SHAPES, build_random_ip2p, save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
-from in2n.synthetic.scene import SceneConfig, write_scene
+from in2n.synthetic.scene import SceneConfig, surface_points, write_scene
 
 SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
@@ -74,6 +74,26 @@ def test_scene_loads_with_the_nerfstudio_dataparser(tmp_path: Path) -> None:
     train, val = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val")
     assert len(train.image_filenames) + len(val.image_filenames) == 10
     assert (int(train.cameras.width[0]), int(train.cameras.height[0])) == (64, 48)
+
+
+def test_depth_scene_gives_each_pixel_the_depth_of_what_it_sees(tmp_path: Path) -> None:
+    """16-bit millimetres along the camera axis, 0 on the sky, as nerfstudio's depth datasets read them."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    config = SceneConfig(num_views=3, depth=True)
+    frames = json.loads(write_scene(tmp_path, config).read_text())["frames"]
+    for frame in frames:
+        depth = np.asarray(Image.open(tmp_path / frame["depth_file_path"])).astype(np.float64) / 1000.0
+        camera_to_world = np.array(frame["transform_matrix"])
+        points = surface_points(config, camera_to_world)
+        sky = ~np.isfinite(points).all(axis=-1)
+        assert sky.any() and (depth[sky] == 0).all()
+        # The centre pixel looks along the axis: its depth is its distance. Cameras are 3 units from the origin.
+        centre = points[config.height // 2, config.width // 2] - camera_to_world[:3, 3]
+        assert depth[config.height // 2, config.width // 2] == pytest.approx(np.linalg.norm(centre), abs=0.02)
+        assert 1.0 < depth[~sky].min() and depth[~sky].max() < 6.0
+    outputs = NerfstudioDataParserConfig(data=tmp_path, train_split_fraction=1.0).setup().get_dataparser_outputs()
+    assert len(outputs.metadata["depth_filenames"]) == 3
 
 
 @pytest.fixture(scope="module")

@@ -345,13 +345,18 @@ def build_random_ip2p(size: IP2PSize = "tiny", seed: int = 0, dtype: torch.dtype
         text_encoder_2 = None
         if shapes.text_2 is not None:
             text_encoder_2 = CLIPTextModelWithProjection(_text_config(shapes.text_2, tokenizer))
+    # Schedulers keep their tables on the CPU (diffusers moves them there), also when the networks are built on the meta
+    # device to count their parameters.
+    with torch.device("cpu"):
+        sd15_scheduler = EulerAncestralDiscreteScheduler.from_config(_SD15_SCHEDULER)
+        sdxl_scheduler = EulerDiscreteScheduler.from_config(_SDXL_SCHEDULER)
     if text_encoder_2 is None:
         pipeline: DiffusionPipeline = StableDiffusionInstructPix2PixPipeline(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
-            scheduler=EulerAncestralDiscreteScheduler.from_config(_SD15_SCHEDULER),
+            scheduler=sd15_scheduler,
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -364,7 +369,7 @@ def build_random_ip2p(size: IP2PSize = "tiny", seed: int = 0, dtype: torch.dtype
             tokenizer=tokenizer,
             tokenizer_2=_byte_level_tokenizer(),
             unet=unet,
-            scheduler=EulerDiscreteScheduler.from_config(_SDXL_SCHEDULER),
+            scheduler=sdxl_scheduler,
             add_watermarker=False,
         )
     # Diffusers warns on every cast, so only cast when it changes something.

@@ -58,6 +58,10 @@ class SceneConfig:
     mask_object: Optional[int] = None
     """Also write a mask per view of this object (0 to 2: the spheres, 3: the box), white where it is seen, named as
     each frame's mask_path (see object_bounds for where it stands)."""
+    depth: bool = False
+    """Also write each view's depth (along the camera's axis, in millimetres, 16-bit PNG, 0 on the sky) as each frame's
+    depth_file_path, the layout depth-nerfacto trains on (with `--pipeline.model.depth-loss-mult 0.05`, the scene's
+    geometry within a few hundred steps)."""
 
 
 class _Primitive(ABC):
@@ -297,6 +301,14 @@ def surface_points(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarr
     return points.reshape(config.height, config.width, 3)
 
 
+def z_depth(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
+    """Each pixel's depth along the camera's viewing axis (-Z), (height, width); 0 where it sees the sky."""
+    offsets = surface_points(config, camera_to_world) - camera_to_world[:3, 3]
+    with np.errstate(invalid="ignore"):  # inf x 0 for the sky
+        depth = -(offsets @ camera_to_world[:3, 2])
+    return np.where(np.isfinite(depth), depth, 0.0)
+
+
 def object_bounds(config: SceneConfig, index: int) -> Tuple[np.ndarray, np.ndarray]:
     """The world-space axis-aligned bounds (low, high corner) of object `index` (0 to 2: the spheres, 3: the box)."""
     primitive = _make_primitives(np.random.default_rng(config.seed))[index + 1]
@@ -315,7 +327,8 @@ def render_view(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
 
 
 def write_scene(output_dir: Path, config: SceneConfig) -> Path:
-    """Renders the scene and writes ``transforms.json`` and ``images/frame_XXXXX.png`` into output_dir.
+    """Renders the scene and writes ``transforms.json`` and ``images/frame_XXXXX.png`` (and the masks and depths the
+    config asks for) into output_dir.
 
     Frames of an earlier scene in the same folder are removed first, so the folder holds exactly this scene.
 
@@ -331,9 +344,9 @@ def write_scene(output_dir: Path, config: SceneConfig) -> Path:
     poses = _camera_poses(config, rng)
     focal = focal_length(config)
 
-    image_dir, mask_dir = output_dir / "images", output_dir / "masks"
+    image_dir, mask_dir, depth_dir = output_dir / "images", output_dir / "masks", output_dir / "depth"
     image_dir.mkdir(parents=True, exist_ok=True)
-    for stale_image in [*image_dir.glob("frame_*.png"), *mask_dir.glob("frame_*.png")]:
+    for stale_image in [*image_dir.glob("frame_*.png"), *mask_dir.glob("frame_*.png"), *depth_dir.glob("frame_*.png")]:
         stale_image.unlink()
     frames = []
     # Numbered from 1 like the frames of ns-process-data.
@@ -346,6 +359,11 @@ def write_scene(output_dir: Path, config: SceneConfig) -> Path:
             frame["mask_path"] = f"masks/frame_{number:05d}.png"
             mask = _object_mask(primitives, camera_to_world, focal, config, config.mask_object)
             Image.fromarray(mask).save(output_dir / frame["mask_path"])
+        if config.depth:
+            depth_dir.mkdir(exist_ok=True)
+            frame["depth_file_path"] = f"depth/frame_{number:05d}.png"
+            millimetres = np.round(z_depth(config, camera_to_world) * 1000.0).astype(np.uint16)
+            Image.fromarray(millimetres).save(output_dir / frame["depth_file_path"])
         frames.append(frame)
 
     transforms = {
