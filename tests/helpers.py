@@ -15,7 +15,7 @@ from PIL import Image
 from in2n.editing.negative import negative_target
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
-ORBIT_STRIDE = 15
+ORBIT_STRIDE = 8
 """short_orbit keeps every 15th camera of the shipped orbit: 6 frames, enough to check their order and middle."""
 
 

@@ -55,7 +55,7 @@ def test_shipped_camera_path_is_what_its_generator_writes(tmp_path: Path):
 def test_shipped_camera_path_orbits_the_scene_once_at_30_degrees(scene: Path):
     content = json.loads(SHIPPED_CAMERA_PATH.read_text())
     cameras = get_path_from_json(content)
-    assert 60 <= len(cameras) <= 120
+    assert 36 <= len(cameras) <= 120, "at most 10 degrees between frames, and a video the demo renders in minutes"
     assert (int(cameras.width[0]), int(cameras.height[0])) == (128, 96)
 
     # The frame every run on the scene trains in, as nerfstudio's dataparser computes it from the dataset.

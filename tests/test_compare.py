@@ -113,9 +113,9 @@ def test_runs_of_different_datasets_are_refused_and_a_foreign_path_is_flagged(
 
     original = read_run(runs["nerfacto"], "--original", edited=False)
     edited = read_run(runs["in2n"], "--edited", edited=True)
-    check_frames(original, edited, CameraPath(SHIPPED_CAMERA_PATH, 90, 15.0, frame=IDENTITY_FRAME))
+    check_frames(original, edited, CameraPath(SHIPPED_CAMERA_PATH, 48, 12.0, frame=IDENTITY_FRAME))
     assert capsys.readouterr().out == ""
-    check_frames(original, edited, CameraPath(SHIPPED_CAMERA_PATH, 90, 15.0, frame={**IDENTITY_FRAME, "scale": 2.0}))
+    check_frames(original, edited, CameraPath(SHIPPED_CAMERA_PATH, 48, 12.0, frame={**IDENTITY_FRAME, "scale": 2.0}))
     assert "may not look at the scene" in flat(capsys.readouterr().out)
 
 
@@ -151,7 +151,7 @@ def test_before_after_puts_the_original_left_and_the_edit_right(nerfacto_run: Pa
     assert len(originals) == len(edits) == 6
     video = mediapy.read_video(output / VIDEO_NAME)
     assert video.shape == (6, 96, 2 * 128, 3)
-    assert video.metadata.fps == pytest.approx(15.0)
+    assert video.metadata.fps == pytest.approx(12.0)
 
     still = read_rgb(output / STILL_NAME)
     assert still.shape[0] > 96 and still.shape[1] == 2 * 128, "the frames under a strip of labels"
@@ -160,7 +160,7 @@ def test_before_after_puts_the_original_left_and_the_edit_right(nerfacto_run: Pa
     middle = torch.from_numpy(video[3]).float() / 255.0
     assert (middle[:, :128] - left).abs().mean() < 0.03 and (middle[:, 128:] - right).abs().mean() < 0.03
 
-    # The middle frame is orbit camera 45: the original shows what the scene looks like from there, the edit shows
+    # The middle frame is orbit camera 24: the original shows what the scene looks like from there, the edit shows
     # the negative editor's target of that view.
     truth = render_view(replace(SCENE, width=128, height=96), orbit_poses(OrbitConfig())[3 * ORBIT_STRIDE])
     truth = torch.from_numpy(truth).float() / 255.0

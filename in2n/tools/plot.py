@@ -85,8 +85,9 @@ def plot(data: Curves, title: str, output: Path) -> Path:
     if data.converged_step is not None:
         for axis in axes[:, 0]:
             axis.axvline(data.converged_step, color="tab:green", linestyle="--")
-        top.text(data.converged_step, top.get_ylim()[0], f" converged (step {data.converged_step})",
-                 color="tab:green", va="bottom")  # fmt: skip
+        # Left of the line: a run that stopped there ends at it, and text right of it would leave the picture.
+        top.text(data.converged_step, top.get_ylim()[1], f"converged (step {data.converged_step}) ",
+                 color="tab:green", ha="right", va="top")  # fmt: skip
     top.set_ylabel("render vs. edit, PSNR (dB)")
     top.set_title(title)
     top.grid(alpha=0.3)
