@@ -261,11 +261,16 @@ def concurrency_lines(results: Dict[str, Any]) -> List[str]:
     ]
     for key, label in CONCURRENCY_ROWS.items():
         if key in concurrency["ours"]:
-            lines.append(
-                f"| {label} | {number(concurrency['ours'][key])} | {number(concurrency['reference'][key])} | "
-                f"{number(concurrency['ratio'][key])} |"
-            )
+            lines.append(comparison_row(label, concurrency, key))
     return lines + [""]
+
+
+def comparison_row(label: str, block: Dict[str, Any], key: str) -> str:
+    """A table row of one measurement: ours, the reference's, and their ratio."""
+    return (
+        f"| {label} | {number(block['ours'][key])} | {number(block['reference'][key])} | "
+        f"{number(block['ratio'][key])} |"
+    )
 
 
 def render_lines(results: Dict[str, Any]) -> List[str]:
@@ -277,10 +282,7 @@ def render_lines(results: Dict[str, Any]) -> List[str]:
         "|---|---|---|---|",
     ]
     for key, label in RENDER_ROWS.items():
-        lines.append(
-            f"| {label} | {number(render['ours'][key])} | {number(render['reference'][key])} | "
-            f"{number(render['ratio'][key])} |"
-        )
+        lines.append(comparison_row(label, render, key))
     return lines + [""]
 
 

@@ -22,7 +22,7 @@ from in2n.editing.factory import EditorFactory
 from in2n.errors import In2nError
 from in2n.mismatch import mismatch_message, source_model_options
 from in2n.pipeline import In2nPipeline
-from in2n.run_folder import run_of_checkpoint
+from in2n.run_folder import RunFolder, run_of_checkpoint
 
 
 @dataclass
@@ -67,10 +67,13 @@ class In2nTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         self._checkpoint: Optional[Path] = None
+        self._source: Optional[RunFolder] = None
+        """The run that wrote the checkpoint, when its config.yml is beside it."""
         if test_mode == "val":
             # Before the data and the diffusion model are loaded: a wrong path should fail in a second.
             self._checkpoint = find_checkpoint(self.config.load_dir, self.config.load_step, self.config.load_checkpoint)
-            self._take_model_options_of(self._checkpoint)
+            self._source = run_of_checkpoint(self._checkpoint)
+            self._take_model_options_of(self._source)
         pipeline_config = self.config.pipeline
         if self._editor_factory is not None:
             # nerfstudio's Trainer.setup builds the pipeline from its config's `_target`; hand it the factory there.
@@ -84,10 +87,9 @@ class In2nTrainer(Trainer):
             # nerfstudio's console shows "% Done" and the ETA against this; steps continue from the checkpoint.
             writer.GLOBAL_BUFFER["max_iter"] = self._start_step + self.config.max_num_iterations
 
-    def _take_model_options_of(self, checkpoint: Path) -> None:
+    def _take_model_options_of(self, source: Optional[RunFolder]) -> None:
         """Run the checkpoint's weights as its run did (mismatch.MODEL_FIELDS_FROM_SOURCE), and say so in this run's
         config.yml, which ns-render and ns-viewer build the model from."""
-        source = run_of_checkpoint(checkpoint)
         if source is None:
             return
         model = self.config.pipeline.model
@@ -109,7 +111,7 @@ class In2nTrainer(Trainer):
         state = load_checkpoint_file(path)
         self._start_step = int(state["step"]) + 1
         self.step = int(state["step"])  # what the final save uses if no step is left to run
-        self._check_data_source(path)
+        self._check_data_source()
         try:
             self.pipeline.load_pipeline(state["pipeline"], state["step"])
         except RuntimeError as error:
@@ -212,8 +214,8 @@ class In2nTrainer(Trainer):
             f"pass {summary.passes_completed + 1}."
         )
 
-    def _check_data_source(self, path: Path) -> None:
-        source = run_of_checkpoint(path)
+    def _check_data_source(self) -> None:
+        source = self._source
         if source is None:
             return
         datamanager = source.config.pipeline.datamanager
