@@ -74,6 +74,11 @@ class BenchConfig:
     """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
     concurrency_intervals: Optional[int] = None
     """Timed edit intervals (edit_rate steps with one edit each) per mode; default 3 (2 with --quick)."""
+    compile_views: Optional[Tuple[int, ...]] = None
+    """Views per edit the editor compiled with --pipeline.compile-editor is timed with, against the same editor
+    uncompiled, in the first of --precisions at every size. Default: 1 on CUDA (1 and 4 without --quick; each batch
+    size compiles anew, which takes about a minute); none on the CPU, where compiling the SD-1.5 UNet takes many
+    minutes. `--compile-views` with no value skips it."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class Plan:
     """Whether ns-render is measured on the run the training wrote."""
     concurrency_intervals: int
     """Timed edit intervals per concurrency mode."""
+    compile_views: Tuple[int, ...]
+    """Views per edit the compiled editor is timed with (none: not measured)."""
 
 
 def native_edit_size(model_size: IP2PSize) -> int:
@@ -116,8 +123,11 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
     native = native_edit_size(config.model_size)
     sizes = config.sizes if config.sizes is not None else ((native,) if cuda else (native // 2, native))
     views = config.views if config.views is not None else ((1, 2, 4) if cuda else (2,))
-    if any(n < 1 for n in views) or any(size < 8 for size in sizes):
-        raise BenchError("--views counts from 1 and --sizes from 8 px.")
+    compile_views = config.compile_views
+    if compile_views is None:
+        compile_views = ((1,) if config.quick else (1, 4)) if cuda else ()
+    if any(n < 1 for n in (*views, *compile_views)) or any(size < 8 for size in sizes):
+        raise BenchError("--views and --compile-views count from 1, and --sizes from 8 px.")
     timed_passes = config.timed_passes if config.timed_passes is not None else (config.steps if cuda else 2)
     repeats = config.repeats if config.repeats is not None else ((3 if config.quick else 5) if cuda else 1)
     intervals = config.concurrency_intervals
@@ -132,4 +142,5 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
         training_modes=("ours",) if config.quick else MODES,
         measure_render=not config.quick,
         concurrency_intervals=intervals if intervals is not None else (2 if config.quick else 3),
+        compile_views=tuple(compile_views),
     )

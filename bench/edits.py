@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from bench.compiled import measure_compiled
 from bench.config import BenchConfig, Plan, Precision
 from bench.devices import free_memory, warm_up
 from bench.memory import PhaseMemory
@@ -49,29 +50,43 @@ def measure_edits(config: BenchConfig, plan: Plan, model: Path, work: Path) -> D
     for size in plan.sizes:
         scene = work / "scenes" / f"{size}px"
         write_scene(scene, SceneConfig(num_views=max(10, 2 * max(plan.views)), width=size, height=size, supersample=1))
-        log(f"NeRF renders of {max(plan.views)} views at {size} px")
+        count = max(plan.views + plan.compile_views)
+        log(f"NeRF renders of {count} views at {size} px")
         warm_up(plan.device, plan.warm_up_s)
-        renders, originals, render = render_views(scene, plan, max(plan.views))
-        by_precision: Dict[str, Any] = {}
+        renders, originals, render = render_views(scene, plan, count)
+        results[str(size)] = {"render": render, "edits": {}}
         for precision in plan.precisions:
             editor = benchmark_editor(model, precision, plan.device, max(plan.sizes))
             warm_up(plan.device, plan.warm_up_s)  # loading the editor left the GPU idle for seconds
             fresh_views = itertools.count()
-            by_precision[precision] = {}
+            by_views = results[str(size)]["edits"][precision] = {}
             for views in plan.views:
                 log(f"edits at {size} px, {precision}: {views} view(s) per edit, {config.steps} DDIM steps")
-                by_precision[precision][str(views)] = measure_edit(
+                by_views[str(views)] = measure_edit(
                     config, plan, editor, renders[:views], originals[:views], render["seconds"], fresh_views
                 )
+            if plan.compile_views and precision == plan.precisions[0]:
+                compiled = benchmark_editor(model, precision, plan.device, max(plan.sizes), compile_unet=True)
+                results[str(size)]["compiled"] = measure_compiled(
+                    config, plan, editor, compiled, renders, originals, precision
+                )
+                del compiled
             del editor
             free_memory(plan.device)
-        results[str(size)] = {"render": render, "edits": by_precision}
     return results
 
 
-def benchmark_editor(model: Path, precision: Precision, device: str, max_size: int) -> InstructionEditor:
-    """The package's editor as a run builds it, with every weight read once."""
-    options = EditorConfig(ip2p_model=str(model), ip2p_use_full_precision=precision == "fp32", max_edit_size=max_size)
+def benchmark_editor(
+    model: Path, precision: Precision, device: str, max_size: int, compile_unet: bool = False
+) -> InstructionEditor:
+    """The package's editor as a run builds it (with `compile_unet`, as --pipeline.compile-editor builds it), with
+    every weight read once."""
+    options = EditorConfig(
+        ip2p_model=str(model),
+        ip2p_use_full_precision=precision == "fp32",
+        max_edit_size=max_size,
+        compile_editor=compile_unet,
+    )
     editor = build_editor(options, device)
     make_resident(*[value for value in vars(editor).values() if isinstance(value, torch.nn.Module)])
     return editor  # type: ignore[return-value]

@@ -50,7 +50,8 @@ def as_json(value: Any) -> Any:
 
 def run(config: BenchConfig, plan: Optional[Plan] = None) -> Dict[str, Any]:
     """Run every measurement of `plan` (default: the plan of `config` on its device); writes and returns the
-    results."""
+    results. The results files are rewritten after every measurement, so a run stopped part-way (a time limit, a
+    failed training process) leaves what it measured up to then."""
     plan = plan or make_plan(config, resolve_device(config.device))
     started = time.perf_counter()
     work = config.output_dir
@@ -62,6 +63,15 @@ def run(config: BenchConfig, plan: Optional[Plan] = None) -> Dict[str, Any]:
         "plan": as_json(asdict(plan)),
         "training_setup": training_setup(plan.device).description,
     }
+
+    def save() -> None:
+        results["wall_s"] = time.perf_counter() - started
+        # The per-phase measurements reset the kernel's peak-RSS record; the process's tracker has the whole run's.
+        tracked = process_tracker(plan.device).overall_mb().get("rss", 0.0)
+        results["peak_rss_mb_harness"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, tracked)
+        write_atomically(work / "bench.json", json.dumps(as_json(results), indent=2))
+        write_atomically(work / "bench.md", markdown(results))
+
     with offline_environment(work) as env:
         log(f"building InstructPix2Pix ({config.model_size}, random weights) in {model}")
         start = time.perf_counter()
@@ -71,16 +81,19 @@ def run(config: BenchConfig, plan: Optional[Plan] = None) -> Dict[str, Any]:
             if plan.sizes:
                 results["edit"] = measure_edits(config, plan, model, work)
                 results["expected_scaled_unet_fraction"] = expected_scaled_fraction(config.steps)
+                save()
             if not config.skip_training:
-                results.update(measure_runs(config, plan, work, model, env))
+                measure_runs(config, plan, work, model, env, results, save)
         finally:
             if not config.keep_model:
                 shutil.rmtree(model, ignore_errors=True)
-    results["wall_s"] = time.perf_counter() - started
-    # The per-phase measurements reset the kernel's peak-RSS record; the process's tracker has the whole run's.
-    tracked = process_tracker(plan.device).overall_mb().get("rss", 0.0)
-    results["peak_rss_mb_harness"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, tracked)
-    (work / "bench.json").write_text(json.dumps(results, indent=2))
-    (work / "bench.md").write_text(markdown(results))
+    save()
     log(f"done in {results['wall_s'] / 60:.1f} min: {work / 'bench.md'}")
     return results
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`, never leaving a half-written file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)

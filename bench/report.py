@@ -168,9 +168,35 @@ def edit_lines(results: Dict[str, Any]) -> List[str]:
                 cells = memory_cells(edit["memory"][mode], columns)
                 lines.append(f"| {size} | {precision} | {views} | {label} | {cells} |")
     lines.append("")
+    for size, by_size in results["edit"].items():
+        if "compiled" in by_size:
+            lines += compiled_lines(size, by_size["compiled"], plan["repeats"])
     for size, precision, _, edit in combinations:
         lines += edit_detail_lines(size, precision, edit)
     return lines
+
+
+def compiled_lines(size: str, compiled: Dict[str, Any], repeats: int) -> List[str]:
+    lines = [
+        f"### The compiled editor (--pipeline.compile-editor) at {size} px, {compiled['precision']}: seconds per view "
+        f"of a whole edit ({compiled['steps']} DDIM steps, {medians_of(repeats, 'edit')}, NeRF render not included)",
+        "",
+        "| views per edit | uncompiled | compiled | compiled / uncompiled | first 3 edits of the compiled editor (s) | "
+        "largest image difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for views, result in compiled["by_views"].items():
+        first = ", ".join(number(s) for s in result["first_edits_s"])
+        fell_back = "" if result["still_compiled"] else " (compiling failed: ran uncompiled)"
+        lines.append(
+            f"| {views} | {number(result['eager_s'])} | {number(result['compiled_s'])}{fell_back} | "
+            f"{number(result['ratio'])} | {first} | {result['max_abs_difference']:.1e} |"
+        )
+    columns = memory_columns(compiled["memory"].values())
+    lines += ["", "| phase | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for phase, memory in compiled["memory"].items():
+        lines.append(f"| {phase}: the first edits (compiling) | {memory_cells(memory, columns)} |")
+    return lines + [""]
 
 
 def edit_detail_lines(size: str, precision: str, edit: Dict[str, Any]) -> List[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from bench.config import BenchConfig, Plan
 from bench.profiling import ratios
@@ -53,12 +53,21 @@ def train_nerfacto(plan: Plan, work: Path, model: Path, env: Dict[str, str]) -> 
     return RunFolders(work, scene, work / "runs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models", model)
 
 
-def measure_runs(config: BenchConfig, plan: Plan, work: Path, model: Path, env: Dict[str, str]) -> Dict[str, Any]:
-    """Training per variant and mode, edits beside training on and off, then ns-render on the first run written."""
+def measure_runs(
+    config: BenchConfig,
+    plan: Plan,
+    work: Path,
+    model: Path,
+    env: Dict[str, str],
+    results: Dict[str, Any],
+    save: Callable[[], None],
+) -> None:
+    """Training per variant and mode, edits beside training on and off, then ns-render on the first run written: into
+    `results` ("training", "concurrency", "render"), calling `save()` after every measuring process."""
     folders = train_nerfacto(plan, work, model, env)
     common = {"device": plan.device, "warm_up_s": plan.warm_up_s}
 
-    training: Dict[str, Any] = {}
+    training: Dict[str, Any] = results.setdefault("training", {})
     for variant in config.variants:
         training[variant] = {}
         for mode in plan.training_modes:
@@ -66,8 +75,9 @@ def measure_runs(config: BenchConfig, plan: Plan, work: Path, model: Path, env: 
             spec = {**common, "variant": variant, "mode": mode, "steps": config.train_steps,
                     "edits": config.train_edits, "args": in2n_args(config, folders, f"{variant}-{mode}")}  # fmt: skip
             training[variant][mode] = run_worker_process("train", spec, work, f"train-{variant}-{mode}", env)
-        if len(training[variant]) == 2:
-            training[variant]["ratio"] = ratios(training[variant]["ours"], training[variant]["reference"])
+            if len(training[variant]) == 2:
+                training[variant]["ratio"] = ratios(training[variant]["ours"], training[variant]["reference"])
+            save()
 
     concurrency: Dict[str, Any] = {}
     if config.concurrency_variant is not None:
@@ -81,14 +91,15 @@ def measure_runs(config: BenchConfig, plan: Plan, work: Path, model: Path, env: 
             concurrency[mode] = run_worker_process("train-interval", spec, work, f"concurrent-{concurrent}", env)
         concurrency["ratio"] = ratios(concurrency["ours"], concurrency["reference"])
         concurrency["variant"] = variant
+        results["concurrency"] = concurrency
+        save()
 
-    results: Dict[str, Any] = {"training": training, **({"concurrency": concurrency} if concurrency else {})}
     runs = [modes["ours"] for modes in training.values() if "ours" in modes] + (
         [concurrency["ours"]] if concurrency else []
     )
     if plan.measure_render and runs:
         results["render"] = measure_render(plan, work, model, runs[0]["run_config"], env)
-    return results
+        save()
 
 
 def measure_render(plan: Plan, work: Path, model: Path, run_config: str, env: Dict[str, str]) -> Dict[str, Any]:

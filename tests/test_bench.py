@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from bench.cli import parse_args, split_train_args
+from bench.compiled import COMPILE_WARM_UP_EDITS, measure_compiled
 from bench.config import BenchConfig, BenchError, make_plan
 from bench.edits import EDIT_COMPONENTS, call_sizes, unet_seconds
 from bench.harness import run
 from bench.memory import MemoryCounters, PeakTracker, PhaseMemory
 from bench.profiling import Phases
 from bench.reference_editor import ReferenceModeEditor
-from bench.report import markdown
+from bench.report import compiled_lines, markdown
 from bench.runs import RunFolders, in2n_args
 from bench.training import PhaseEditor
 from bench.workers import run_measured
@@ -29,6 +30,7 @@ from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
 from in2n.editing.base import EditSettings
 from in2n.editing.ip2p import InstructPix2PixEditor
 from in2n.editing.negative import NegativeEditor
+from tests.helpers import random_images
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIT_KEYS = {
@@ -124,6 +126,28 @@ def test_reference_edit_equals_the_package_edit_when_the_options_match(tiny_ip2p
     assert not torch.allclose(ours_levels, theirs, atol=1e-4)
 
 
+def test_compiled_editor_measurement_times_both_editors_on_the_same_edits(tiny_ip2p: Path):
+    # A second uncompiled editor stands in for the compiled one: compiling even the tiny UNet takes about a minute on
+    # a CPU (tests/test_compiled_editor.py checks the compiled editor's images).
+    config = BenchConfig(device="cpu", steps=2, compile_views=(1, 2), repeats=2, model_size="tiny")
+    plan = make_plan(config, "cpu")
+    eager, stand_in = (InstructPix2PixEditor(str(tiny_ip2p), torch.device("cpu")) for _ in range(2))
+    renders, originals = random_images(2, seed=0, height=64, width=64), random_images(2, seed=1, height=64, width=64)
+
+    result = measure_compiled(config, plan, eager, stand_in, renders, originals, "fp32")
+
+    assert set(result["by_views"]) == {"1", "2"} and result["precision"] == "fp32"
+    for measured in result["by_views"].values():
+        assert measured["eager_s"] > 0 and measured["compiled_s"] > 0
+        assert measured["ratio"] == pytest.approx(measured["compiled_s"] / measured["eager_s"])
+        assert len(measured["first_edits_s"]) == COMPILE_WARM_UP_EDITS and min(measured["first_edits_s"]) > 0
+        assert measured["max_abs_difference"] == 0.0, "the same weights, renders and seeds give the same images"
+        assert measured["still_compiled"] is False
+    assert set(result["memory"]) == {"compiled, 1 views", "compiled, 2 views"}
+    table = "\n".join(compiled_lines("64", result, plan.repeats))
+    assert "| 2 | " in table and "(compiling failed: ran uncompiled)" in table and "RSS peak (MB)" in table
+
+
 def test_unet_calls_of_batched_schedules_and_their_time():
     # Schedules are aligned at their end: the longest runs alone first, the others join for their last steps.
     assert call_sizes([3, 1, 2]) == [1, 2, 3]
@@ -145,10 +169,14 @@ def test_plan_fills_in_each_devices_defaults():
     assert (quick.repeats, quick.training_modes, quick.measure_render, quick.concurrency_intervals) == (
         3, ("ours",), False, 2,
     )  # fmt: skip
+    assert (cuda.compile_views, quick.compile_views) == ((1, 4), (1,))
     cpu = make_plan(BenchConfig(), "cpu")
     assert (cpu.sizes, cpu.views, cpu.precisions, cpu.timed_passes, cpu.repeats, cpu.warm_up_s) == (
         (256, 512), (2,), ("fp32",), 2, 1, 0.0,
     )  # fmt: skip
+    assert cpu.compile_views == ()
+    with pytest.raises(BenchError, match="--compile-views count from 1"):
+        make_plan(BenchConfig(compile_views=(0,)), "cuda")
     # The edit size follows the model's family: SDXL InstructPix2Pix edits at 768 px.
     assert make_plan(BenchConfig(model_size="tiny-sdxl"), "cuda").sizes == (768,)
     explicit = make_plan(BenchConfig(sizes=(), views=(3,), repeats=2, timed_passes=50), "cuda")
