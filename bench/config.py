@@ -10,7 +10,7 @@ from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
 from in2n.synthetic.ip2p import IP2P_SHAPES, IP2PSize
 
 Variant = Literal["in2n-big", "in2n", "in2n-lite"]
-Mode = Literal["ours", "reference"]
+Mode = Literal["ours", "reference", "compiled"]
 Precision = Literal["fp16", "fp32"]
 DeviceName = Literal["cpu", "cuda"]
 MODES: Tuple[Mode, ...] = ("ours", "reference")
@@ -56,8 +56,10 @@ class BenchConfig:
     """Skip the subprocess measurements: NeRF training (step times, memory) and ns-render on the run it writes."""
     variants: Tuple[Variant, ...] = ("in2n-big", "in2n", "in2n-lite")
     """Methods whose training speed and peak memory are measured (none: `--variants` with no names)."""
-    train_steps: int = 3
-    """Timed training steps without an edit per variant (after one untimed warm-up step)."""
+    train_steps: int = 6
+    """Timed training steps without an edit per variant (after one untimed warm-up step), reported as their mean:
+    nerfacto trains its proposal networks on one step in six (from step 5000 on), so 6 consecutive steps are one
+    cycle of its schedule."""
     train_edits: int = 2
     """Timed training steps with an edit per variant (after one untimed warm-up edit)."""
     train_args: Tuple[str, ...] = ()
@@ -70,6 +72,10 @@ class BenchConfig:
     keep_model: bool = False
     """Keep the saved diffusion model (4.3 GB for sd15, 14 GB for sdxl) in OUTPUT_DIR/models instead of deleting it at
     the end."""
+    compiled_variants: Optional[Tuple[Variant, ...]] = None
+    """Methods whose training is also measured with --pipeline.compile-editor True (the edit's UNet compiled): step
+    times, the one-off compile in the first edit step, peak memory. Default: in2n on CUDA; none on the CPU (compiling
+    the SD-1.5 UNet takes many minutes there). `--compiled-variants` with no names skips it."""
     concurrency_variant: Optional[Variant] = "in2n-lite"
     """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
     concurrency_intervals: Optional[int] = None
@@ -107,6 +113,8 @@ class Plan:
     """Timed edit intervals per concurrency mode."""
     compile_views: Tuple[int, ...]
     """Views per edit the compiled editor is timed with (none: not measured)."""
+    compiled_variants: Tuple[Variant, ...]
+    """Methods whose training is also measured with the compiled editor."""
 
 
 def native_edit_size(model_size: IP2PSize) -> int:
@@ -143,4 +151,7 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
         measure_render=not config.quick,
         concurrency_intervals=intervals if intervals is not None else (2 if config.quick else 3),
         compile_views=tuple(compile_views),
+        compiled_variants=tuple(
+            config.compiled_variants if config.compiled_variants is not None else (("in2n",) if cuda else ())
+        ),
     )

@@ -28,6 +28,17 @@ TRAIN_ROWS: Dict[str, Tuple[str, float]] = {
     "peak_reserved_mb": ("peak GPU memory, max_memory_reserved (MB)", 1.0),
 }
 """Row label and the factor from the stored number (seconds, MB) to the shown one."""
+TRAINING_MODES = ("ours", "reference", "compiled")
+"""The modes a variant's training is measured in: the package's defaults, the original's way of editing, and the
+package with its editor compiled."""
+COMPILED_TRAIN_ROWS: Dict[str, Tuple[str, float]] = {
+    "first_edit_step_s": ("the first step with an edit, compiling included (s)", 1.0),
+    "edit_step_s": ("ms per training step with an edit", 1000.0),
+    "steps_per_s_with_editing": ("steps/s with editing", 1.0),
+    "peak_allocated_mb": ("peak GPU memory, max_memory_allocated (MB)", 1.0),
+    "peak_reserved_mb": ("peak GPU memory, max_memory_reserved (MB)", 1.0),
+    "peak_rss_mb": ("peak memory, RSS (MB)", 1.0),
+}
 PHASE_ROWS = {
     "setup": "setup: scene, checkpoint, InstructPix2Pix",
     "train_step": "training step without edit",
@@ -232,11 +243,11 @@ def edit_detail_lines(size: str, precision: str, edit: Dict[str, Any]) -> List[s
 
 def training_lines(results: Dict[str, Any]) -> List[str]:
     training = results["training"]
-    measured = [mode for modes in training.values() for name, mode in modes.items() if name != "ratio"]
+    measured = [mode for modes in training.values() for name, mode in modes.items() if name in TRAINING_MODES]
     config = results["config"]
     lines = [
-        f"## Training ({results['training_setup']}; {medians_of(config['train_steps'], 'step')} without an edit, "
-        f"{medians_of(config['train_edits'], 'step')} with one)",
+        f"## Training ({results['training_setup']}; the mean of {config['train_steps']} consecutive steps without an "
+        f"edit, {medians_of(config['train_edits'], 'step')} with one)",
         "",
         "| variant | measurement | ours | reference | ours / reference |",
         "|---|---|---|---|---|",
@@ -256,8 +267,9 @@ def training_lines(results: Dict[str, Any]) -> List[str]:
             lines.append(f"| {variant} | {label} | {cells[0]} | {cells[1]} | {ratio} |")
     lines.append("")
     columns = memory_columns(phase for mode in measured for phase in mode["phase_memory"].values())
+    lines += compiled_training_lines(training)
     for variant, modes in training.items():
-        for mode_name in ("ours", "reference"):
+        for mode_name in TRAINING_MODES:
             if mode_name not in modes:
                 continue
             mode = modes[mode_name]
@@ -273,6 +285,34 @@ def training_lines(results: Dict[str, Any]) -> List[str]:
                 lines.append(f"| {label} | {time} | {memory_cells(mode['phase_memory'].get(phase), columns)} |")
             lines.append("")
     return lines
+
+
+def compiled_training_lines(training: Dict[str, Any]) -> List[str]:
+    """Training with the compiled editor against the same variant uncompiled (ours), where it was measured."""
+    compared = {variant: modes for variant, modes in training.items() if "compiled_ratio" in modes}
+    if not compared:
+        return []
+    lines = [
+        "### Training with --pipeline.compile-editor True",
+        "",
+        "| variant | measurement | uncompiled | compiled | compiled / uncompiled |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, modes in compared.items():
+        ours, compiled, ratio = modes["ours"], modes["compiled"], modes["compiled_ratio"]
+        for key, (label, factor) in COMPILED_TRAIN_ROWS.items():
+            if key in ours and key in compiled:
+                lines.append(
+                    f"| {variant} | {label} | {number(ours[key] * factor)} | {number(compiled[key] * factor)} | "
+                    f"{number(ratio.get(key))} |"
+                )
+        edit = (ours["phase_s"].get("edit"), compiled["phase_s"].get("edit"))
+        if None not in edit:
+            lines.append(
+                f"| {variant} | ms of the edit in a step with an edit | {number(edit[0] * 1000)} | "
+                f"{number(edit[1] * 1000)} | {number(edit[1] / edit[0])} |"
+            )
+    return lines + [""]
 
 
 def concurrency_lines(results: Dict[str, Any]) -> List[str]:
@@ -352,11 +392,13 @@ def note_lines(results: Dict[str, Any]) -> List[str]:
             "computation here"
         )
         lines += [
-            "- Training: one process per variant and mode; step times are medians over the timed steps after an "
-            "untimed warm-up step of each kind; steps/s with editing (*) = edit_rate / ((edit_rate - 1) x step + edit "
-            f"step). {precision[0].upper()}{precision[1:]}; in2n-lite has no LPIPS and 4096 rays per step instead of "
-            "16384. The phases of a step with an edit: the render of the view to edit, the edit, and the rest (NeRF "
-            "forward and backward passes and the optimizer).",
+            "- Training: one process per variant and mode, steps numbered as in an edit of a nerfacto trained 30000 "
+            "steps (nerfacto's proposal networks train on one step in six there; below step 10, on every step). Step "
+            "times after an untimed first step of each kind: steps without an edit, the mean of consecutive steps "
+            "(one cycle of the proposal schedule); steps with an edit, the median. Steps/s with editing (*) = "
+            f"edit_rate / ((edit_rate - 1) x step + edit step). {precision[0].upper()}{precision[1:]}; in2n-lite has "
+            "no LPIPS and 4096 rays per step instead of 16384. The phases of a step with an edit: the render of the "
+            "view to edit, the edit, and the rest (NeRF forward and backward passes and the optimizer).",
             "- Peak memory of a process: the peak resident set size of it and its children (os.wait4, in a small "
             "launcher process so that the harness's own memory is not counted), and on CUDA the allocator's peaks.",
         ]

@@ -70,13 +70,20 @@ def measure_runs(
     training: Dict[str, Any] = results.setdefault("training", {})
     for variant in config.variants:
         training[variant] = {}
-        for mode in plan.training_modes:
+        modes = [*plan.training_modes, *(["compiled"] if variant in plan.compiled_variants else [])]
+        for mode in modes:
             log(f"training {variant}, {mode}")
+            # The compiled mode's option comes last, after any --train-args, so that the measurement is what it says.
+            args = [*in2n_args(config, folders, f"{variant}-{mode}"),
+                    *(["--pipeline.compile-editor", "True"] if mode == "compiled" else [])]  # fmt: skip
             spec = {**common, "variant": variant, "mode": mode, "steps": config.train_steps,
-                    "edits": config.train_edits, "args": in2n_args(config, folders, f"{variant}-{mode}")}  # fmt: skip
-            training[variant][mode] = run_worker_process("train", spec, work, f"train-{variant}-{mode}", env)
-            if len(training[variant]) == 2:
-                training[variant]["ratio"] = ratios(training[variant]["ours"], training[variant]["reference"])
+                    "edits": config.train_edits, "args": args}  # fmt: skip
+            measured = training[variant]
+            measured[mode] = run_worker_process("train", spec, work, f"train-{variant}-{mode}", env)
+            if {"ours", "reference"} <= set(measured):
+                measured["ratio"] = ratios(measured["ours"], measured["reference"])
+            if {"ours", "compiled"} <= set(measured):
+                measured["compiled_ratio"] = ratios(measured["compiled"], measured["ours"])
             save()
 
     concurrency: Dict[str, Any] = {}

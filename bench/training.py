@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -25,6 +26,10 @@ from in2n.trainer import In2nTrainer, In2nTrainerConfig
 METHODS = {"in2n-big": in2n_big, "in2n": in2n, "in2n-lite": in2n_lite}
 NERFACTO_STEPS = 10
 """Steps of the nerfacto run the in2n runs start from; its quality does not change their speed."""
+EDITED_RUN_STEPS = 30000
+"""Timed steps are numbered as in an edit of a nerfacto trained for nerfstudio's default 30000 steps. The number
+matters: nerfacto trains its proposal networks at every step below step 10, every other step at step 500 and every
+sixth from step 5000 on (its proposal schedule), and a step that trains them costs several times one that does not."""
 STEP_PHASES = ("render", "edit")
 """Phases inside a training step with an edit; the rest of the step is NeRF forward/backward and the optimizer."""
 
@@ -124,12 +129,23 @@ def uses_tcnn(model: nn.Module) -> bool:
     return any(getattr(module, "tcnn_encoding", None) is not None for module in model.modules())
 
 
+def training_step(trainer: In2nTrainer, number: int) -> None:
+    """The body of nerfstudio's Trainer.train loop for one step: the callbacks around it (nerfacto's proposal schedule
+    among them) and the step."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    trainer.pipeline.train()
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(number, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    trainer.train_iteration(number)
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(number, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+
 def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Set up an in2n trainer like ns-train and time its training steps with and without an edit, phase by phase:
     the render of the view to edit, the edit, the rest (NeRF forward/backward, optimizer), and nerfstudio's eval
     image; with the peak memory of each phase and of the process."""
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
-
     device = spec["device"]
     phases = Phases(device)
     with phases.phase("setup"):
@@ -144,35 +160,34 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     loop.render = phases.wrap("render", loop.render)
 
     def step(number: int, phase: str) -> Dict[str, float]:
-        """The body of nerfstudio's Trainer.train loop for one step; its seconds and those of its inner phases."""
+        """One training step; its seconds and those of its inner phases."""
         calls = {name: len(phases.seconds[name]) for name in STEP_PHASES}
         with phases.phase(phase):
-            trainer.pipeline.train()
-            for callback in trainer.callbacks:
-                callback.run_callback_at_location(number, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-            trainer.train_iteration(number)
-            for callback in trainer.callbacks:
-                callback.run_callback_at_location(number, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+            training_step(trainer, number)
         inner = {name: sum(phases.seconds[name][calls[name] :]) for name in STEP_PHASES}
         total = phases.seconds[phase][-1]
         return {"total": total, **inner, "nerf": total - sum(inner.values())}
 
     rate = loop.config.edit_rate
-    plain_steps = [s for s in range(1, (spec["steps"] + 1) * rate + 1) if s % rate][: spec["steps"] + 1]
-    edit_steps = [rate * k for k in range(1, spec["edits"] + 2)]
-    # The first step of each kind pays one-off costs (allocations, first kernels); it is not timed, but its memory
-    # counts (a run goes through it too).
-    plain = [step(s, "train_step") for s in plain_steps][1:]
-    edits = [step(s, "edit_step") for s in edit_steps][1:]
+    first = EDITED_RUN_STEPS + 1
+    plain_steps = [s for s in range(first, first + (spec["steps"] + 1) * rate) if s % rate][: spec["steps"] + 1]
+    edit_steps = [EDITED_RUN_STEPS + rate * k for k in range(1, spec["edits"] + 2)]
+    # The first step of each kind pays one-off costs (allocations, first kernels, compiling a compiled editor); it is
+    # not counted in the step times, but its memory counts (a run goes through it too).
+    plain = [step(s, "train_step") for s in plain_steps]
+    edits = [step(s, "edit_step") for s in edit_steps]
+    first_plain, first_edit = plain.pop(0), edits.pop(0)
     # nerfstudio renders a whole eval image every steps_per_eval_image steps (the first call is not timed).
     for _ in range(2):
         with phases.phase("eval_image"):
             trainer.pipeline.get_eval_image_metrics_and_images(edit_steps[-1])
     trainer.save_checkpoint(edit_steps[-1])
 
-    step_s = median([s["total"] for s in plain])
+    # Consecutive steps without an edit differ by whether they train the proposal networks: their mean is the
+    # typical step. Steps with an edit are alike: their median.
+    step_s = statistics.mean([s["total"] for s in plain])
     edit_step_s = median([s["total"] for s in edits])
-    assert step_s is not None and edit_step_s is not None
+    assert edit_step_s is not None
     timed_phases = {
         "setup": phases.seconds["setup"],
         "train_step": [s["total"] for s in plain],
@@ -190,6 +205,8 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "edit_rate": rate,
         "step_times_s": timed_phases["train_step"],
         "edit_step_times_s": timed_phases["edit_step"],
+        "first_step_s": first_plain["total"],
+        "first_edit_step_s": first_edit["total"],
         "phase_s": {name: median(values) for name, values in timed_phases.items()},
         "phase_memory": phases.memory.report(),
         **peak_fields(overall),
@@ -210,13 +227,12 @@ def train_interval_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     # do the same work: intervals x (edit_rate steps + one edit). One-off costs of the first steps count in both.
     timed_steps = rate * spec["intervals"]
     start = clock(device)
-    for number in range(timed_steps):
-        trainer.pipeline.train()
-        trainer.train_iteration(number)
-    trainer.edit_loop.write_finished_edits(timed_steps)
+    for number in range(EDITED_RUN_STEPS, EDITED_RUN_STEPS + timed_steps):
+        training_step(trainer, number)
+    trainer.edit_loop.write_finished_edits(EDITED_RUN_STEPS + timed_steps)
     seconds = clock(device) - start
     trainer.pipeline.stop_edits()
-    trainer.save_checkpoint(timed_steps)
+    trainer.save_checkpoint(EDITED_RUN_STEPS + timed_steps)
     return {
         "steps_per_s": timed_steps / seconds,
         "interval_s": seconds / spec["intervals"],

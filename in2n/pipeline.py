@@ -24,7 +24,7 @@ from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
 from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
 from in2n.editing.factory import EditorConfig, EditorFactory, build_editor
 from in2n.model import In2nModelConfig
-from in2n.ray_chunks import accumulate, automatic_chunks, chunk_slices, slice_batch
+from in2n.ray_chunks import SamplerSchedules, accumulate, automatic_chunks, chunk_slices, slice_batch
 from in2n.validation import (
     dataset_problems,
     edit_problems,
@@ -136,8 +136,10 @@ class In2nPipeline(VanillaPipeline):
         ray_bundle, batch = self.datamanager.next_train(step)
         num_rays = len(ray_bundle)
         patch = self.datamanager.config.patch_size
+        schedules = SamplerSchedules(self.model)
 
         def step_part(part: slice):
+            schedules.restore()  # each part trains the proposal networks if and only if the whole step would
             outputs = self._model(ray_bundle[part])
             part_batch = slice_batch(batch, part, num_rays)
             metrics = self.model.get_metrics_dict(outputs, part_batch)

@@ -6,6 +6,11 @@ over rays or patches, or a term of the whole step (the camera optimiser's regula
 mean over equal parts equals the loss of the whole step, and so do the accumulated gradients. The activations of one
 part are alive at a time instead of the whole step's, at the cost of more, smaller kernel launches.
 
+nerfacto's proposal sampler decides at every call whether its proposal networks train in this step (every step at
+first, then every few steps), and a call that trains them restarts its count. The parts of a step are several calls:
+each is started from the count the step began with (`SamplerSchedules`), so every part decides as the whole step
+does, and the proposal networks get the gradients of all of the step's rays or of none.
+
 The last part is not back-propagated here: its loss is returned, combined with the earlier parts' (detached) values so
 that the losses logged are the whole step's, and the trainer's own backward call adds the last part's gradients.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 StepOutputs = Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Any]]
 """What nerfstudio's get_train_loss_dict returns: model outputs, losses, metrics."""
@@ -72,6 +77,21 @@ def accumulate(
     combined_losses = {key: (value + earlier_losses.get(key, 0.0)) / count for key, value in losses.items()}
     combined_metrics = {key: (detached(v) + earlier_metrics.get(key, 0.0)) / count for key, v in metrics.items()}
     return outputs, combined_losses, combined_metrics
+
+
+class SamplerSchedules:
+    """The proposal samplers' update counters of a model as a step begins, put back before each part of the step."""
+
+    COUNTER = "_steps_since_update"
+    """nerfstudio's ProposalNetworkSampler: calls since its networks last trained (set by its step callback)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.samplers = [module for module in model.modules() if hasattr(module, self.COUNTER)]
+        self.counts = [getattr(sampler, self.COUNTER) for sampler in self.samplers]
+
+    def restore(self) -> None:
+        for sampler, count in zip(self.samplers, self.counts, strict=True):
+            setattr(sampler, self.COUNTER, count)
 
 
 def detached(value: Any) -> Any:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import pytest
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.ray_samplers import Sampler
 
+from in2n.checkpoints import find_checkpoint, load_checkpoint_file
 from in2n.errors import In2nError
 from in2n.method_configs import in2n, in2n_big, in2n_lite
 from in2n.ray_chunks import accumulate, automatic_chunks, chunk_slices
@@ -71,41 +73,73 @@ def deterministic(pipeline):
     return pipeline
 
 
-def train(chunks: int, scene: Path, steps: int, scaler: bool) -> Dict[str, torch.Tensor]:
+FIRST_STEP = 1000
+"""Steps are numbered from here, as in an edit of a trained nerfacto: its proposal networks then train every other
+step (below step 10 they train at every step), so a step whose parts disagree on it shows in the gradients."""
+
+
+def train(chunks: int, scene: Path, nerfacto_run: Path, steps: int, scaler: bool) -> Dict[str, Any]:
+    """Continue training the nerfacto run for `steps` steps in `chunks` micro-batches; each step's losses and
+    gradients, and the parameters after. (An untrained nerfacto gives its proposal networks no gradient: their
+    loss only counts where they fall short of the NeRF's weights.)"""
     torch.manual_seed(0)
     grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if scaler else None
     config = pipeline_config(scene, ray_chunks=chunks, editor="negative", edit_rate=1000)
     config.datamanager.train_num_rays_per_batch = 4096  # four 32x32 LPIPS patches
     pipeline = deterministic(config.setup(device="cpu", test_mode="val", grad_scaler=grad_scaler))
+    state = load_checkpoint_file(find_checkpoint(nerfacto_run, None, None))
+    pipeline.load_pipeline(state["pipeline"], state["step"])
     pipeline.train()
     parameters = [p for group in pipeline.get_param_groups().values() for p in group]
     optimizer = torch.optim.Adam(parameters, lr=1e-3)
     torch.manual_seed(1)  # the rays each step samples
-    losses = []
-    for step in range(1, steps + 1):
+    callbacks = pipeline.get_training_callbacks(TrainingCallbackAttributes(None, grad_scaler, pipeline, None))
+    losses, gradients = [], []
+    for step in range(FIRST_STEP, FIRST_STEP + steps):
+        run_callbacks(callbacks, step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         _, loss_dict, _ = pipeline.get_train_loss_dict(step)
         loss = sum(loss_dict.values())
         losses.append({k: float(v) for k, v in loss_dict.items()})
+        (loss if grad_scaler is None else grad_scaler.scale(loss)).backward()
+        gradients.append(
+            {n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in pipeline.model.named_parameters()}
+        )
         if grad_scaler is None:
-            loss.backward()
             optimizer.step()
         else:
-            grad_scaler.scale(loss).backward()
             grad_scaler.step(optimizer)
             grad_scaler.update()
         optimizer.zero_grad()
-    return {"losses": losses, **{name: p.detach().clone() for name, p in pipeline.model.named_parameters()}}
+        run_callbacks(callbacks, step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    parameters_after = {name: p.detach().clone() for name, p in pipeline.model.named_parameters()}
+    return {"losses": losses, "gradients": gradients, "parameters": parameters_after}
+
+
+def run_callbacks(callbacks: List[TrainingCallback], step: int, location: TrainingCallbackLocation) -> None:
+    """The pipeline's callbacks as the trainer runs them: nerfacto's anneal before a step, its proposal schedule
+    after it."""
+    for callback in callbacks:
+        callback.run_callback_at_location(step, location)
 
 
 @pytest.mark.parametrize("scaler", [False, True])
-def test_a_chunked_step_trains_the_model_as_the_whole_step_does(scene: Path, scaler: bool) -> None:
-    whole, chunked = train(1, scene, steps=3, scaler=scaler), train(4, scene, steps=3, scaler=scaler)
-    for step_whole, step_chunked in zip(whole.pop("losses"), chunked.pop("losses"), strict=True):
+def test_a_chunked_step_trains_the_model_as_the_whole_step_does(scene: Path, nerfacto_run: Path, scaler: bool) -> None:
+    # Steps 1000 and 1002 leave the proposal networks alone, step 1001 trains them.
+    whole, chunked = (train(chunks, scene, nerfacto_run, steps=3, scaler=scaler) for chunks in (1, 4))
+    for step_whole, step_chunked in zip(whole["losses"], chunked["losses"], strict=True):
         assert set(step_whole) == set(step_chunked) >= {"rgb_loss", "lpips_loss"}
         for key, value in step_whole.items():
             assert step_chunked[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
-    for name, value in whole.items():
-        torch.testing.assert_close(chunked[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    proposal_trained = []
+    for step, (grads_whole, grads_chunked) in enumerate(zip(whole["gradients"], chunked["gradients"], strict=True)):
+        for name, grad in ((n, g) for n, g in grads_whole.items() if g.numel()):
+            # Sums over the rays in another order: equal to float rounding, relative to the tensor's largest entry.
+            tolerance = 1e-4 * float(grad.abs().max()) + 1e-12
+            assert float((grads_chunked[name] - grad).abs().max()) <= tolerance, (FIRST_STEP + step, name)
+        proposal_trained.append(any(bool((g != 0).any()) for n, g in grads_whole.items() if n.startswith("proposal")))
+    assert proposal_trained == [False, True, False], "nerfacto's proposal schedule at these steps"
+    for name, value in whole["parameters"].items():
+        torch.testing.assert_close(chunked["parameters"][name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_chunks_that_do_not_divide_the_patches_are_refused(scene: Path) -> None:
