@@ -19,9 +19,9 @@ from bench.devices import free_memory
 from bench.memory import PhaseMemory
 from bench.profiling import clock, median
 from bench.progress import log
-from in2n.edit_loop import edit_seed
-from in2n.editing.base import EditSettings
-from in2n.editing.instruction import InstructionEditor
+from in2n.dataset_update.loop import edit_seed
+from in2n.editors.base import EditSettings
+from in2n.editors.instruction import InstructionEditor
 
 COMPILE_WARM_UP_EDITS = 3
 """Untimed edits of the compiled editor before its steady state: the first compiles the UNet, CUDA graph trees record

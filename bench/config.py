@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
+from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
 from in2n.synthetic.ip2p import IP2P_SHAPES, IP2PSize
 
 Variant = Literal["in2n-big", "in2n", "in2n-lite"]

@@ -33,12 +33,12 @@ from bench.profiling import (
 from bench.progress import log
 from bench.reference_editor import ReferenceModeEditor
 from bench.training import trainer_config, training_setup
-from in2n.edit_loop import edit_seed
-from in2n.editing.base import NUM_TRAIN_TIMESTEPS, EditSettings, view_generator
-from in2n.editing.ddim import ddim_schedule
-from in2n.editing.factory import EditorConfig, build_editor
-from in2n.editing.instruction import InstructionEditor, resize
-from in2n.editing.sizing import edit_size
+from in2n.dataset_update.loop import edit_seed
+from in2n.editors.base import NUM_TRAIN_TIMESTEPS, EditSettings, view_generator
+from in2n.editors.ddim import ddim_schedule
+from in2n.editors.factory import EditorConfig, build_editor
+from in2n.editors.instruction import InstructionEditor, resize
+from in2n.editors.sizing import edit_size
 from in2n.synthetic.scene import SceneConfig, write_scene
 
 EDIT_COMPONENTS = ("nerf_render", "vae_encode_render", "vae_encode_condition", "unet", "vae_decode", "other", "total")

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from bench.devices import synchronize
 from bench.memory import PhaseMemory
-from in2n.editing.base import Editor
+from in2n.editors.base import Editor
 
 TIMED_METHODS = {
     "encode_renders": "vae_encode_render",

@@ -8,9 +8,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from in2n.editing.base import Editor, EditSettings, check_batch, view_generator
-from in2n.editing.instruction import InstructionEditor, resize
-from in2n.editing.sizing import edit_size
+from in2n.editors.base import Editor, EditSettings, check_batch, view_generator
+from in2n.editors.instruction import InstructionEditor, resize
+from in2n.editors.sizing import edit_size
 
 
 class ReferenceModeEditor(Editor):

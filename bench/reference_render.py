@@ -9,7 +9,7 @@ from typing import Any, Dict
 import torch
 
 from bench.profiling import make_resident
-from in2n.editing.loading import load_ip2p_pipeline
+from in2n.editors.loading import load_ip2p_pipeline
 
 
 def render_reference_worker(spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -15,9 +15,9 @@ from bench.devices import warm_up
 from bench.memory import PhaseMemory
 from bench.profiling import Phases, clock, median
 from bench.reference_editor import ReferenceModeEditor
-from in2n.background_edits import edits_run_concurrently
-from in2n.editing.base import Editor, EditSettings
-from in2n.editing.factory import build_editor
+from in2n.dataset_update.background import edits_run_concurrently
+from in2n.editors.base import Editor, EditSettings
+from in2n.editors.factory import build_editor
 from in2n.method_configs import in2n, in2n_big, in2n_lite
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.scene import SceneConfig

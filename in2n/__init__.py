@@ -4,9 +4,9 @@ Every `ns-*` command imports this package while it discovers methods, so importi
 (no diffusers or transformers here) and it is the place to make the stack work together.
 """
 
-from in2n.checkpoint_compat import allow_numpy_in_checkpoints
 from in2n.console import quiet_dependency_warnings
 from in2n.errors import In2nError, install_excepthook
+from in2n.runs.compat import allow_numpy_in_checkpoints
 
 allow_numpy_in_checkpoints()
 install_excepthook()

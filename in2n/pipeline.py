@@ -1,7 +1,7 @@
 """The in2n pipeline: nerfacto training in nerfstudio, with the edit loop run before every training step.
 
-The Iterative Dataset Update itself is `in2n.edit_loop.EditLoop`; this module connects it to nerfstudio: the options,
-rendering a training view for an edit, the viewer panel, and the training callbacks.
+The Iterative Dataset Update itself is `in2n.dataset_update.loop.EditLoop`; this module connects it to nerfstudio:
+the options, rendering a training view for an edit, micro-batched steps, the viewer panel, and the callbacks.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from in2n.console import notice
 from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
-from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
-from in2n.editing.factory import EditorConfig, EditorFactory, build_editor
+from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.editors.factory import EditorConfig, EditorFactory, build_editor
 from in2n.model import In2nModelConfig
 from in2n.ray_chunks import SamplerSchedules, accumulate, automatic_chunks, chunk_slices, slice_batch
 from in2n.validation import (

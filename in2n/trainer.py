@@ -15,14 +15,14 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from in2n.checkpoints import atomic_save, checkpoints_in, find_checkpoint, load_checkpoint_file
 from in2n.console import notice
-from in2n.edit_loop import EditLoop
-from in2n.editing.factory import EditorFactory
+from in2n.dataset_update.loop import EditLoop
+from in2n.editors.factory import EditorFactory
 from in2n.errors import In2nError
-from in2n.mismatch import mismatch_message, source_model_options
 from in2n.pipeline import In2nPipeline
-from in2n.run_folder import RunFolder, run_of_checkpoint
+from in2n.runs.checkpoints import atomic_save, checkpoints_in, find_checkpoint, load_checkpoint_file
+from in2n.runs.folder import RunFolder, run_of_checkpoint
+from in2n.runs.mismatch import mismatch_message, source_model_options
 
 
 @dataclass

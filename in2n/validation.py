@@ -8,10 +8,10 @@ from typing import Any, List
 
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-from in2n.edit_loop import EditLoopConfig
-from in2n.editing.base import NUM_TRAIN_TIMESTEPS
-from in2n.editing.devices import resolve_device
-from in2n.editing.factory import EditorConfig
+from in2n.dataset_update.loop import EditLoopConfig
+from in2n.editors.base import NUM_TRAIN_TIMESTEPS
+from in2n.editors.devices import resolve_device
+from in2n.editors.factory import EditorConfig
 from in2n.errors import In2nError
 
 MAX_PROMPT_CHARACTERS = 1000

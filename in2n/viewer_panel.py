@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerNumber, ViewerText
 from torch import nn
 
-from in2n.edit_loop import EditLoop, EditSummary
+from in2n.dataset_update.loop import EditLoop, EditSummary
 
 PANEL_NAME = "Instruct-NeRF2NeRF"
 """The section's title in the viewer, and the panel's name among the pipeline's modules."""

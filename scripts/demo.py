@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import torch
 import tyro
 
-from in2n.editing.loading import DEFAULT_IP2P_MODEL
+from in2n.editors.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
 from in2n.hub import looks_like_path
 from in2n.lpips_weights import alexnet_weights_path

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from in2n.editing.negative import negative_target
+from in2n.editors.negative import negative_target
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
 ORBIT_STRIDE = 8

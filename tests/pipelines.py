@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from in2n.editing.base import Editor
+from in2n.editors.base import Editor
 from in2n.method_configs import in2n_big, in2n_lite
 from in2n.pipeline import In2nPipeline, In2nPipelineConfig
 from in2n.viewer_panel import PANEL_NAME

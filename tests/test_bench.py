@@ -26,10 +26,10 @@ from bench.runs import RunFolders, in2n_args
 from bench.training import PhaseEditor
 from bench.workers import run_measured
 from in2n.data.training_images import TrainingImages
-from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
-from in2n.editing.base import EditSettings
-from in2n.editing.ip2p import InstructPix2PixEditor
-from in2n.editing.negative import NegativeEditor
+from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.editors.base import EditSettings
+from in2n.editors.ip2p import InstructPix2PixEditor
+from in2n.editors.negative import NegativeEditor
 from tests.helpers import random_images
 
 ROOT = Path(__file__).resolve().parents[1]

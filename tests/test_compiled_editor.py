@@ -11,9 +11,9 @@ import torch
 import torch._dynamo
 import torch._inductor.config
 
-from in2n.editing.base import EditSettings
-from in2n.editing.factory import EditorConfig, build_editor
-from in2n.editing.ip2p import InstructPix2PixEditor
+from in2n.editors.base import EditSettings
+from in2n.editors.factory import EditorConfig, build_editor
+from in2n.editors.ip2p import InstructPix2PixEditor
 from tests.helpers import flat, random_images
 
 SETTINGS = EditSettings(diffusion_steps=3)

@@ -13,15 +13,15 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
 from torch import Tensor
 
-from in2n.background_edits import edits_run_concurrently
-from in2n.checkpoints import atomic_save, load_checkpoint_file
-from in2n.edit_loop import edit_seed
-from in2n.editing.base import Editor, EditSettings, stratified_noise_level
-from in2n.editing.ip2p import InstructPix2PixEditor
-from in2n.editing.negative import NegativeEditor
+from in2n.dataset_update.background import edits_run_concurrently
+from in2n.dataset_update.loop import edit_seed
+from in2n.dataset_update.schedule import EditSchedule
+from in2n.editors.base import Editor, EditSettings, stratified_noise_level
+from in2n.editors.ip2p import InstructPix2PixEditor
+from in2n.editors.negative import NegativeEditor
 from in2n.errors import In2nError
 from in2n.pipeline import In2nPipeline
-from in2n.schedule import EditSchedule
+from in2n.runs.checkpoints import atomic_save, load_checkpoint_file
 from tests.pipelines import make_pipeline, panel
 
 EDIT_RATE = 2

@@ -9,7 +9,7 @@ from typing import Any, List
 import pytest
 import torch
 
-from in2n.checkpoints import checkpoints_in, load_checkpoint_file
+from in2n.runs.checkpoints import checkpoints_in, load_checkpoint_file
 from tests.conftest import in2n_args, in2n_run_dir, run
 from tests.helpers import flat
 

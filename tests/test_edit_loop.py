@@ -12,11 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from in2n.data.training_images import TrainingImages
-from in2n.edit_loop import EDIT_STATE_VERSION, EditLoop, EditLoopConfig, ViewRender, edit_seed, group_by_size
-from in2n.editing.base import Editor, EditSettings
-from in2n.editing.ip2p import InstructPix2PixEditor
-from in2n.editing.negative import NegativeEditor
-from in2n.schedule import EditSchedule
+from in2n.dataset_update.loop import EDIT_STATE_VERSION, EditLoop, EditLoopConfig, ViewRender, edit_seed, group_by_size
+from in2n.dataset_update.schedule import EditSchedule
+from in2n.editors.base import Editor, EditSettings
+from in2n.editors.ip2p import InstructPix2PixEditor
+from in2n.editors.negative import NegativeEditor
 from in2n.synthetic.scene import SceneConfig, write_scene
 from tests.pipelines import make_pipeline
 

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from in2n.data.training_images import TrainingImages
-from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
-from in2n.edit_progress import EditProgress, ProgressCsv, ProgressRecord, pooled_psnr, psnr, read_progress_csv
-from in2n.editing.negative import NegativeEditor
+from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.dataset_update.progress import EditProgress, ProgressCsv, ProgressRecord, pooled_psnr, psnr, read_progress_csv
+from in2n.editors.negative import NegativeEditor
 from in2n.tools.plot import curves, plot
 
 NUM_VIEWS = 4

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from in2n.data.training_images import TrainingImages
-from in2n.edit_loop import EditLoop, EditLoopConfig, ViewRender
-from in2n.edit_region import FEATHER_PX, BoxRegion, DatasetMaskRegion, blend, edit_region, feather
-from in2n.editing.negative import NegativeEditor, negative_target
+from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.dataset_update.region import FEATHER_PX, BoxRegion, DatasetMaskRegion, blend, edit_region, feather
+from in2n.editors.negative import NegativeEditor, negative_target
 from in2n.errors import In2nError
 from in2n.synthetic.scene import SceneConfig, object_bounds, write_scene
 from tests.pipelines import make_pipeline, pipeline_config

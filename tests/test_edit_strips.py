@@ -12,8 +12,8 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.utils import writer
 from PIL import Image
 
-from in2n.edit_strips import STRIP_GROUP, edit_strip, log_edit_strips, strip_name, strips_due
-from in2n.editing.negative import negative_target
+from in2n.dataset_update.strips import STRIP_GROUP, edit_strip, log_edit_strips, strip_name, strips_due
+from in2n.editors.negative import negative_target
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
 from tests.helpers import read_rgb
 from tests.pipelines import make_pipeline

@@ -15,10 +15,10 @@ from typing import Iterable, Optional
 import pytest
 import torch
 
-from in2n.editing.base import EditSettings
-from in2n.editing.factory import EditorConfig, build_editor
-from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, family_of
-from in2n.editing.ip2p import InstructPix2PixEditor
+from in2n.editors.base import EditSettings
+from in2n.editors.factory import EditorConfig, build_editor
+from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, family_of
+from in2n.editors.ip2p import InstructPix2PixEditor
 from in2n.errors import In2nError
 from tests.helpers import random_images
 
@@ -126,7 +126,7 @@ def test_hub_ids_are_read_through_the_hugging_face_cache(tiny_ip2p: Path, tiny_s
     put_in_hub_cache(hf_home / "hub", "someone/tiny-sd", text_to_image, only=["model_index.json", "unet/config.json"])
     script = textwrap.dedent(
         """
-        from in2n.editing.factory import EditorConfig, build_editor
+        from in2n.editors.factory import EditorConfig, build_editor
         from in2n.errors import In2nError
 
         print(build_editor(EditorConfig(ip2p_model="someone/tiny-sdxl-edit"), "cpu").describe())

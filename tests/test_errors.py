@@ -10,11 +10,11 @@ import pytest
 import torch
 from nerfstudio.data.scene_box import SceneBox
 
-from in2n.checkpoints import find_checkpoint, load_checkpoint_file
-from in2n.editing.devices import resolve_device
-from in2n.editing.loading import load_ip2p_pipeline
+from in2n.editors.devices import resolve_device
+from in2n.editors.loading import load_ip2p_pipeline
 from in2n.errors import In2nError, format_error
 from in2n.model import In2nModel
+from in2n.runs.checkpoints import find_checkpoint, load_checkpoint_file
 from tests.conftest import ns
 from tests.pipelines import pipeline_config
 

@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 
 import pytest
 
-from in2n.checkpoints import load_checkpoint_file
+from in2n.runs.checkpoints import load_checkpoint_file
 from tests.conftest import NEGATIVE_EDIT_STEPS, in2n_args, in2n_run_dir, run
 from tests.helpers import flat
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 import in2n.console
 from in2n.data.training_images import TrainingImages
-from in2n.edit_loop import EditLoop, ViewRender
-from in2n.editing.base import Editor
-from in2n.editing.ip2p import InstructPix2PixEditor
-from in2n.editing.negative import NegativeEditor
+from in2n.dataset_update.loop import EditLoop, ViewRender
+from in2n.editors.base import Editor
+from in2n.editors.ip2p import InstructPix2PixEditor
+from in2n.editors.negative import NegativeEditor
 from in2n.errors import In2nError
 from in2n.pipeline import In2nPipelineConfig
 from tests.pipelines import pipeline_config

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 
-from in2n.editing.base import EditSettings, view_generator
-from in2n.editing.ddim import ddim_schedule
-from in2n.editing.ip2p import InstructPix2PixEditor
+from in2n.editors.base import EditSettings, view_generator
+from in2n.editors.ddim import ddim_schedule
+from in2n.editors.ip2p import InstructPix2PixEditor
 from tests.helpers import flat
 from tests.helpers import random_images as images
 

@@ -55,8 +55,8 @@ def test_an_edit_runs_the_weights_with_the_density_scale_of_the_run_it_edits() -
     from nerfstudio.models.depth_nerfacto import DepthNerfactoModelConfig
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
-    from in2n.mismatch import source_model_options
     from in2n.model import In2nModelConfig
+    from in2n.runs.mismatch import source_model_options
 
     assert source_model_options(DepthNerfactoModelConfig(), In2nModelConfig()) == {"average_init_density": 1.0}
     assert source_model_options(NerfactoModelConfig(average_init_density=0.01), In2nModelConfig()) == {}

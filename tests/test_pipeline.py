@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from in2n.editing.negative import negative_target
-from in2n.schedule import EditSchedule
+from in2n.dataset_update.schedule import EditSchedule
+from in2n.editors.negative import negative_target
 from in2n.synthetic.scene import SceneConfig, write_scene
 from in2n.viewer_panel import PANEL_NAME, EditSummaryPanel, LiveEditPanel
 from tests.pipelines import make_pipeline, panel

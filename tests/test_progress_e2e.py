@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from in2n.edit_progress import pooled_psnr, read_progress_csv
-from in2n.edit_region import FEATHER_PX
+from in2n.dataset_update.progress import pooled_psnr, read_progress_csv
+from in2n.dataset_update.region import FEATHER_PX
 from in2n.synthetic.scene import object_bounds, surface_points, write_scene
 from in2n.tools.plot import curves
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, ns, run, train_nerfacto

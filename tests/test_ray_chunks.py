@@ -11,10 +11,10 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.ray_samplers import Sampler
 
-from in2n.checkpoints import find_checkpoint, load_checkpoint_file
 from in2n.errors import In2nError
 from in2n.method_configs import in2n, in2n_big, in2n_lite
 from in2n.ray_chunks import accumulate, automatic_chunks, chunk_slices
+from in2n.runs.checkpoints import find_checkpoint, load_checkpoint_file
 from tests.pipelines import pipeline_config
 
 

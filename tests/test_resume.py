@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from in2n.checkpoints import PARTIAL_SUFFIX, checkpoints_in, load_checkpoint_file
+from in2n.runs.checkpoints import PARTIAL_SUFFIX, checkpoints_in, load_checkpoint_file
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
 from tests.processes import start_process_group, wait_until
 

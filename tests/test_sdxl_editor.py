@@ -11,10 +11,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionXLInstructPix2PixPipeline
 
-from in2n.editing.base import EditSettings, view_generator
-from in2n.editing.ddim import ddim_schedule
-from in2n.editing.factory import EditorConfig, build_editor
-from in2n.editing.sdxl import SdxlInstructPix2PixEditor
+from in2n.editors.base import EditSettings, view_generator
+from in2n.editors.ddim import ddim_schedule
+from in2n.editors.factory import EditorConfig, build_editor
+from in2n.editors.sdxl import SdxlInstructPix2PixEditor
 from tests.helpers import random_images as images
 
 SETTINGS = EditSettings(diffusion_steps=4)

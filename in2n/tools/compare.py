@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from in2n.console import notice
 from in2n.errors import In2nError
-from in2n.run_folder import RunFolder, read_run_folder
+from in2n.runs.folder import RunFolder, read_run_folder
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
 VIDEO_NAME = "before_after.mp4"

@@ -16,9 +16,9 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.engine.trainer import TrainerConfig
 from torch import Tensor
 
-from in2n.checkpoints import load_checkpoint_file
 from in2n.errors import In2nError
-from in2n.run_folder import RunFolder
+from in2n.runs.checkpoints import load_checkpoint_file
+from in2n.runs.folder import RunFolder
 
 
 @dataclass

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from in2n.errors import In2nError
-from in2n.run_folder import read_run_folder
+from in2n.runs.folder import read_run_folder
 from in2n.tools.edited_run import (
     EditedRun,
     SourceDataset,

@@ -16,9 +16,9 @@ from typing import Dict, List, Optional
 import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from in2n.edit_progress import CSV_NAME, EditProgress, ProgressRecord, read_progress_csv
+from in2n.dataset_update.progress import CSV_NAME, EditProgress, ProgressRecord, read_progress_csv
 from in2n.errors import In2nError
-from in2n.run_folder import RunFolder, read_run_folder
+from in2n.runs.folder import RunFolder, read_run_folder
 
 PLOT_NAME = "edit_progress.png"
 

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from in2n.console import notice_once
-from in2n.editing.base import Editor, EditSettings, check_batch, noise_levels, view_generator
-from in2n.editing.compiling import CompiledModule
-from in2n.editing.ddim import BatchedSchedules, DdimSampler, DdimSchedule, ddim_schedule
-from in2n.editing.devices import diffusion_dtype
-from in2n.editing.families import EditorFamily
-from in2n.editing.loading import load_ip2p_pipeline
-from in2n.editing.sizing import edit_size
+from in2n.editors.base import Editor, EditSettings, check_batch, noise_levels, view_generator
+from in2n.editors.compiling import CompiledModule
+from in2n.editors.ddim import BatchedSchedules, DdimSampler, DdimSchedule, ddim_schedule
+from in2n.editors.devices import diffusion_dtype
+from in2n.editors.families import EditorFamily
+from in2n.editors.loading import load_ip2p_pipeline
+from in2n.editors.sizing import edit_size
 from in2n.hub import quiet_loading
 
 Embeddings = TypeVar("Embeddings")
@@ -40,7 +40,7 @@ class InstructionEditor(Editor, Generic[Embeddings]):
         max_edit_size: views whose long side exceeds this are edited at a reduced size and scaled back; None: the
             family's native size.
         cache_condition_latents: encode each original view once and keep its latents for later edits.
-        compile_unet: run the UNet through torch.compile (see `in2n.editing.compiling`).
+        compile_unet: run the UNet through torch.compile (see `in2n.editors.compiling`).
     """
 
     family: EditorFamily

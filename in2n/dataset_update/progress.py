@@ -8,7 +8,7 @@ since two edits of the same view differ; what says "converged" is that it stops 
 
 How much one edit changes its view depends mostly on the noise level it starts from (an edit at a low level barely
 changes the render, one at a high level remakes it), which is why the loop gives the views of each pass the same
-spread of noise levels (see `in2n.editing.base.stratified_noise_level`) and why a pass's agreement is the PSNR of
+spread of noise levels (see `in2n.editors.base.stratified_noise_level`) and why a pass's agreement is the PSNR of
 its edits' mean squared error taken together, which the few edits at the lowest levels do not dominate.
 
 The criterion: each full pass edits every view once; a pass's agreement is known once the next pass's first edit is

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
-from in2n.editing.base import Editor
-from in2n.editing.devices import resolve_device
-from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
-from in2n.editing.loading import DEFAULT_IP2P_MODEL, editor_family
+from in2n.editors.base import Editor
+from in2n.editors.devices import resolve_device
+from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
+from in2n.editors.loading import DEFAULT_IP2P_MODEL, editor_family
 
 EditorFactory = Callable[[str], Editor]
 """Builds the editor of a training run, given the training device (e.g. "cuda:0"). The pipeline calls it once, when
@@ -43,11 +43,11 @@ def build_editor(config: EditorConfig, training_device: str) -> Editor:
     """The editor the options ask for, of the family the model is; it goes to --pipeline.ip2p-device, else the
     training device."""
     if config.editor == "negative":
-        from in2n.editing.negative import NegativeEditor
+        from in2n.editors.negative import NegativeEditor
 
         return NegativeEditor()
-    from in2n.editing.ip2p import InstructPix2PixEditor
-    from in2n.editing.sdxl import SdxlInstructPix2PixEditor
+    from in2n.editors.ip2p import InstructPix2PixEditor
+    from in2n.editors.sdxl import SdxlInstructPix2PixEditor
 
     device = resolve_device(config.ip2p_device or training_device)
     editors = {SD_INSTRUCT_PIX2PIX: InstructPix2PixEditor, SDXL_INSTRUCT_PIX2PIX: SdxlInstructPix2PixEditor}

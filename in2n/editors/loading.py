@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import torch
 
-from in2n.editing.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, EditorFamily, detect_family
+from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, EditorFamily, detect_family
 from in2n.errors import In2nError
 from in2n.hub import ModelKind, load_pretrained
 
@@ -31,7 +31,7 @@ _LOAD_OPTIONS: Dict[EditorFamily, Dict[str, Any]] = {
 
 
 def editor_family(model: str) -> EditorFamily:
-    """The family of the instruction editor `--pipeline.ip2p-model` names (see `in2n.editing.families`)."""
+    """The family of the instruction editor `--pipeline.ip2p-model` names (see `in2n.editors.families`)."""
     return detect_family(model, IP2P_KIND)
 
 
@@ -49,7 +49,7 @@ def load_ip2p_pipeline(model: str, dtype: torch.dtype, family: Optional[EditorFa
     if family is not None and detected != family:
         raise In2nError(
             f"{IP2P_KIND.option} {model} is an {detected.title}, not an {family.title}. Build the editor with "
-            "in2n.editing.factory.build_editor, which picks the editor for the model."
+            "in2n.editors.factory.build_editor, which picks the editor for the model."
         )
     pipeline_class = getattr(diffusers, detected.pipeline_class)
     options = _LOAD_OPTIONS[detected]

@@ -27,7 +27,9 @@ import torch
 from nerfstudio.utils import writer
 from torch import Tensor, nn
 
-from in2n.background_edits import (
+from in2n.console import notice, notice_once
+from in2n.data.training_images import TrainingImages
+from in2n.dataset_update.background import (
     ConcurrentEdits,
     EditRequest,
     EditWorker,
@@ -36,13 +38,11 @@ from in2n.background_edits import (
     finished,
     raise_if_failed,
 )
-from in2n.console import notice, notice_once
-from in2n.data.training_images import TrainingImages
-from in2n.edit_progress import Convergence, EditProgress, ProgressCsv, ProgressRecord, psnr
-from in2n.edit_region import EditBox, EditMasks, EditRegion, blend, edit_region
-from in2n.edit_strips import log_edit_strips, strips_due
-from in2n.editing.base import Editor, EditSettings, stratified_noise_level
-from in2n.schedule import EditSchedule, ScheduledView
+from in2n.dataset_update.progress import Convergence, EditProgress, ProgressCsv, ProgressRecord, psnr
+from in2n.dataset_update.region import EditBox, EditMasks, EditRegion, blend, edit_region
+from in2n.dataset_update.schedule import EditSchedule, ScheduledView
+from in2n.dataset_update.strips import log_edit_strips, strips_due
+from in2n.editors.base import Editor, EditSettings, stratified_noise_level
 
 EDIT_STATE_VERSION = 3
 """Version of the checkpoint's edit state. 2 added the edits in flight ("pending"); 3 the edit's progress, its

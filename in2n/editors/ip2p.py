@@ -7,8 +7,8 @@ from typing import Any, Tuple
 
 from torch import Tensor
 
-from in2n.editing.families import SD_INSTRUCT_PIX2PIX
-from in2n.editing.instruction import InstructionEditor, UnetConditioning, guidance_rows, resize
+from in2n.editors.families import SD_INSTRUCT_PIX2PIX
+from in2n.editors.instruction import InstructionEditor, UnetConditioning, guidance_rows, resize
 
 __all__ = ["InstructPix2PixEditor", "resize"]  # resize: for code that runs the editor's steps itself
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-from in2n.run_folder import run_of_checkpoint
+from in2n.runs.folder import run_of_checkpoint
 
 MODEL_FIELDS_WITHOUT_SHAPES = {"_target", "eval_num_rays_per_chunk", "average_init_density"}
 """Model options that do not change the shapes of the weights, so they may differ from the checkpoint's run."""

@@ -9,8 +9,8 @@ from typing import Any, Tuple
 import torch
 from torch import Tensor
 
-from in2n.editing.families import SDXL_INSTRUCT_PIX2PIX
-from in2n.editing.instruction import InstructionEditor, UnetConditioning, guidance_rows
+from in2n.editors.families import SDXL_INSTRUCT_PIX2PIX
+from in2n.editors.instruction import InstructionEditor, UnetConditioning, guidance_rows
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from in2n.editing.base import NUM_TRAIN_TIMESTEPS, Editor, EditSettings, check_batch, view_generator
-from in2n.editing.base import noise_levels as draw_noise_levels
+from in2n.editors.base import NUM_TRAIN_TIMESTEPS, Editor, EditSettings, check_batch, view_generator
+from in2n.editors.base import noise_levels as draw_noise_levels
 
 
 def negative_target(originals: Tensor) -> Tensor:

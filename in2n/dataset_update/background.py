@@ -19,8 +19,8 @@ from typing import Any, ContextManager, Dict, List, Literal, Optional, Sequence,
 import torch
 from torch import Tensor
 
-from in2n.editing.base import Editor, EditSettings
-from in2n.editing.devices import same_device
+from in2n.editors.base import Editor, EditSettings
+from in2n.editors.devices import same_device
 
 ConcurrentEdits = Literal["auto", "on", "off"]
 

@@ -13,8 +13,8 @@ from typing import Dict, Optional
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
-from in2n.checkpoints import checkpoints_in
 from in2n.errors import In2nError
+from in2n.runs.checkpoints import checkpoints_in
 
 CONFIG_NAME = "config.yml"
 

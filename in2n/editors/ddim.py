@@ -13,7 +13,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
-from in2n.editing.base import NUM_TRAIN_TIMESTEPS
+from in2n.editors.base import NUM_TRAIN_TIMESTEPS
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Image editors behind one small interface: the diffusion model, and a deterministic reference."""
