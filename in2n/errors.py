@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Optional, Type
+from typing import Iterator, Optional, Type
 
 
 class In2nError(Exception):
     """A problem the user can fix. The message says what is wrong and what to do about it."""
+
+
+class ValueProblem(In2nError):
+    """A value that cannot be used, described without naming where it came from: the code that reads the options
+    attaches the option's name (`for_option`, `option`). Shown as it is, it reads "<value>: <problem>"."""
+
+    def __init__(self, value: str, problem: str) -> None:
+        super().__init__(f"{value}: {problem}")
+        self.value = value
+        self.problem = problem
+
+    def for_option(self, name: str) -> In2nError:
+        """The problem as the option `name` (e.g. --pipeline.ip2p-model) gave the value."""
+        return In2nError(f"{name} {self.value}: {self.problem}")
+
+
+@contextmanager
+def option(name: str) -> Iterator[None]:
+    """Attach the option `name` to a ValueProblem raised inside: the value came from it."""
+    try:
+        yield
+    except ValueProblem as problem:
+        raise problem.for_option(name) from None
 
 
 def format_error(error: In2nError) -> str:
@@ -22,7 +46,7 @@ def install_excepthook() -> None:
     """Print an In2nError as its message alone; every other exception keeps its full traceback.
 
     `ns-train` and friends have no error handling of their own: whatever a method raises reaches the
-    interpreter. Installed when the plugin is imported, which every `ns-*` command does.
+    interpreter. Installed by in2n's methods and commands (`in2n.process`).
     """
     previous = sys.excepthook
     if getattr(previous, "_in2n", False):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
 
-from in2n.errors import In2nError
+from in2n.errors import In2nError, ValueProblem
 
 Loaded = TypeVar("Loaded")
 
@@ -20,8 +20,6 @@ class ModelKind:
 
     title: str
     """What the model is, e.g. "InstructPix2Pix" or "CLIP model"."""
-    option: str
-    """The command-line option that names it, e.g. --pipeline.ip2p-model."""
     marker: str
     """A file every saved folder of this kind holds (model_index.json for diffusers pipelines)."""
     saved_with: str
@@ -41,26 +39,26 @@ def hub_offline() -> bool:
 
 
 def model_source(model: str, kind: ModelKind) -> str:
-    """What `from_pretrained` gets for an option's value: a checked local folder, or the hub id as given."""
+    """What `from_pretrained` gets for a model name: a checked local folder, or the hub id as given."""
     folder = Path(model).expanduser()
     if folder.exists():
         if not (folder / kind.marker).is_file():
-            raise In2nError(
-                f"{kind.option} {model}: this folder holds no {kind.marker}, so it is not a saved {kind.title}. Point "
-                f"it at a folder written by {kind.saved_with}, or at a hub id such as {kind.example}."
+            raise ValueProblem(
+                model,
+                f"this folder holds no {kind.marker}, so it is not a saved {kind.title}. Point it at a folder written "
+                f"by {kind.saved_with}, or at a hub id such as {kind.example}.",
             )
         return str(folder)
     if looks_like_path(model):
-        raise In2nError(
-            f"{kind.option} {model}: no such folder. Check the path, or use a hub id such as {kind.example}."
-        )
+        raise ValueProblem(model, f"no such folder. Check the path, or use a hub id such as {kind.example}.")
     return model
 
 
 def model_file(source: str, filename: str, model: str, kind: ModelKind) -> Optional[Path]:
-    """One file of a model, `source` being what `model_source` returned for the option's value `model`: read from the
+    """One file of a model, `source` being what `model_source` returned for the model name `model`: read from the
     folder, or for a hub id through the Hugging Face cache (fetched into it if missing; `from_pretrained` reads the same
-    cache, so nothing is downloaded twice). None when the model has no such file; an In2nError when it cannot be had."""
+    cache, so nothing is downloaded twice). None when the model has no such file; a ValueProblem when it cannot be
+    had."""
     folder = Path(source)
     if folder.is_dir():
         path = folder / filename
@@ -73,19 +71,20 @@ def model_file(source: str, filename: str, model: str, kind: ModelKind) -> Optio
     except RemoteEntryNotFoundError:  # the repository exists and has no such file
         return None
     except Exception as error:  # hub, network and cache errors come in many types; all mean "not here"
-        raise In2nError(missing_weights_message(model, kind, error)) from None
+        raise missing_weights(model, kind, error) from None
 
 
-def missing_weights_message(model: str, kind: ModelKind, cause: BaseException) -> str:
+def missing_weights(model: str, kind: ModelKind, cause: BaseException) -> ValueProblem:
     """The weights could not be had: where they were looked for, and the two ways to provide them."""
     hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     offline = ", HF_HUB_OFFLINE=1 so nothing is downloaded" if hub_offline() else ""
-    return (
-        f"Could not load the {kind.title} weights {model!r} ({reason}). They are looked up in the Hugging Face cache "
+    return ValueProblem(
+        model,
+        f"could not load the {kind.title} weights ({reason}). They are looked up in the Hugging Face cache "
         f"(HF_HOME={hf_home}{offline}). To fix it: on a machine with internet run `hf download {model}` (or "
-        f"`huggingface-cli download {model}`) once, and set HF_HUB_OFFLINE=1 where there is none; or pass a folder "
-        f"saved with {kind.saved_with} as {kind.option} /path/to/folder."
+        f"`huggingface-cli download {model}`) once, and set HF_HUB_OFFLINE=1 where there is none; or give a folder "
+        f"saved with {kind.saved_with} instead.",
     )
 
 
@@ -111,7 +110,7 @@ def quiet_loading() -> Iterator[None]:
 
 
 def load_pretrained(load: Callable[[str], Loaded], model: str, kind: ModelKind) -> Loaded:
-    """`load(source)` for a hub id or a folder, quietly; any failure to find the weights becomes one In2nError."""
+    """`load(source)` for a hub id or a folder, quietly; any failure to find the weights becomes one ValueProblem."""
     source = model_source(model, kind)
     with quiet_loading():
         try:
@@ -119,4 +118,4 @@ def load_pretrained(load: Callable[[str], Loaded], model: str, kind: ModelKind) 
         except In2nError:
             raise
         except Exception as error:  # hub, network and file errors come in many types; all mean "weights not here"
-            raise In2nError(missing_weights_message(model, kind, error)) from None
+            raise missing_weights(model, kind, error) from None

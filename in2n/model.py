@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Type
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Type
 
 import torch
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import nn
 from torch.nn import L1Loss
 
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+"""File name under which torchvision caches `AlexNet_Weights.IMAGENET1K_V1`, which nerfacto's LPIPS is built from."""
 RENDER_CHUNK_RAYS = 1 << 12
 """Rays per chunk when a whole image is rendered: with the pure-torch hash grid, nerfacto's 32768 took ~10 GB for a
 512x384 view (see method_configs)."""
@@ -76,6 +79,15 @@ def lpips_weights_from_checkpoint() -> Iterator[None]:
         yield
     finally:
         lpips._get_tv_model_features = torchvision_features
+
+
+def alexnet_weights_path(torch_home: Optional[Path] = None) -> Path:
+    """The file torchvision loads (and downloads if absent): `$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`.
+
+    Without `torch_home`, the folder torch uses (TORCH_HOME, else ~/.cache/torch).
+    """
+    hub = Path(torch.hub.get_dir()) if torch_home is None else Path(torch_home) / "hub"
+    return hub / "checkpoints" / ALEXNET_FILE
 
 
 def untrained_features(net: str, pretrained: bool = False) -> nn.Sequential:

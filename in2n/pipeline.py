@@ -19,11 +19,15 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor, nn
 
-from in2n.console import notice
+from in2n.console import notice, notice_once
 from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
+from in2n.data.training_images import TrainingImages
 from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.editors.base import Editor
 from in2n.editors.factory import EditorConfig, EditorFactory, build_editor
+from in2n.editors.sizing import edit_size
 from in2n.model import In2nModelConfig
+from in2n.process import prepare_process
 from in2n.ray_chunks import SamplerSchedules, accumulate, automatic_chunks, chunk_slices, slice_batch
 from in2n.validation import (
     dataset_problems,
@@ -96,6 +100,7 @@ class In2nPipeline(VanillaPipeline):
         grad_scaler: Optional[Any] = None,
         editor_factory: Optional[EditorFactory] = None,
     ) -> None:
+        prepare_process()  # ns-render and ns-viewer build the pipeline before loading the run's checkpoint
         if test_mode == "val":
             config.check()
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
@@ -107,6 +112,7 @@ class In2nPipeline(VanillaPipeline):
             if config.edit_masks == "dataset":
                 self.datamanager.use_masks_for_edits()
             editor = (editor_factory or partial(build_editor, config))(device)
+            notice_oversize_views(editor, self.datamanager.training_images)
             self.edit_loop = EditLoop(
                 config,
                 editor,
@@ -154,7 +160,7 @@ class In2nPipeline(VanillaPipeline):
             (loss if self._grad_scaler is None else self._grad_scaler.scale(loss)).backward()
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
-        # A nerfacto checkpoint, or one written before the panel existed, has no summary of an edit.
+        # A nerfacto checkpoint holds no summary of an edit, nor does an in2n checkpoint of a version without the panel.
         super().load_pipeline({PANEL_STATE_KEY: {}, **loaded_state}, step)
         if isinstance(self._panel, EditSummaryPanel):
             self._panel.show(self._panel.get_extra_state(), step)
@@ -199,6 +205,23 @@ class In2nPipeline(VanillaPipeline):
             return torch.full((a.shape[0],), math.nan)
         device = self.device
         return self.model.lpips.net(a.to(device), b.to(device), normalize=True).flatten().cpu()
+
+
+def notice_oversize_views(editor: Editor, images: TrainingImages) -> None:
+    """Say once when training views are larger than the editor's edit size: they are edited smaller and scaled back."""
+    max_edit_size = getattr(editor, "max_edit_size", None)
+    if max_edit_size is None:
+        return
+    sizes = [images.image_size(view) for view in range(images.num_views)]
+    height, width = max(sizes, key=max)
+    if max(height, width) <= max_edit_size:
+        return
+    edit_height, edit_width = edit_size(height, width, max_edit_size, editor.vae_scale_factor)
+    notice_once(
+        f"views of up to {width}x{height} px are larger than --pipeline.max-edit-size {max_edit_size} px on the long "
+        f"side: they are edited at that size (e.g. {edit_width}x{edit_height}) and scaled back ({editor.describe()} "
+        f"works best at {editor.family.native_size} px and runs out of memory far above it)."
+    )
 
 
 @contextmanager

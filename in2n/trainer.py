@@ -17,9 +17,11 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from in2n.console import notice
 from in2n.dataset_update.loop import EditLoop
+from in2n.dataset_update.state import EDIT_STATE_KEY, EditState, EditStateError
 from in2n.editors.factory import EditorFactory
 from in2n.errors import In2nError
 from in2n.pipeline import In2nPipeline
+from in2n.process import prepare_process
 from in2n.runs.checkpoints import atomic_save, checkpoints_in, find_checkpoint, load_checkpoint_file
 from in2n.runs.folder import RunFolder, run_of_checkpoint
 from in2n.runs.mismatch import mismatch_message, source_model_options
@@ -53,6 +55,7 @@ class In2nTrainer(Trainer):
         world_size: int = 1,
         editor_factory: Optional[EditorFactory] = None,
     ) -> None:
+        prepare_process()
         super().__init__(config, local_rank, world_size)
         self._editor_factory = editor_factory
         self._edit_length = config.max_num_iterations
@@ -118,35 +121,30 @@ class In2nTrainer(Trainer):
             raise In2nError(
                 mismatch_message(error, path, self.config.pipeline.model, self.pipeline.datamanager.num_views)
             ) from None
-        edit_state: Optional[Dict[str, Any]] = state.get("in2n")
+        try:
+            edit_state = EditState.of_checkpoint(state)
+        except EditStateError as error:
+            raise In2nError(f"{path}: {error}") from None
+        loop = self.edit_loop
         if edit_state is None:
-            self.edit_loop.start(self._start_step)
+            loop.begin(self._start_step, self._edit_length)
             CONSOLE.print(f"Starting a new edit from {path} (step {state['step']}).")
         else:
             self._resume(state, edit_state, path)
-        self.config = dataclasses.replace(self.config, max_num_iterations=self._steps_left(path))
-        self.edit_loop.log_progress_to(self.base_dir)
-
-    def _steps_left(self, path: Path) -> int:
-        """The trainer runs `max_num_iterations` steps after the loaded one: the steps the edit has left."""
-        loop = self.edit_loop
-        assert loop.start_step is not None
-        length = self._edit_length
-        if loop.stopped_at_length is not None:
-            if length <= loop.stopped_at_length:
+        steps_left = loop.steps_left(self._start_step)
+        if steps_left == 0:
+            if loop.stopped:
                 notice(
                     f"this edit converged and stopped at step {self._start_step - 1} ({path}); raise "
                     f"--max-num-iterations above {loop.stopped_at_length} to edit further. Nothing was written."
                 )
-                return 0
-            loop.continue_after_convergence()
-        remaining = max(0, loop.start_step + length - self._start_step)
-        if remaining == 0:
-            notice(
-                f"this edit already ran its {length} steps (--max-num-iterations); raise it to continue editing. "
-                "Nothing was written."
-            )
-        return remaining
+            else:
+                notice(
+                    f"this edit already ran its {self._edit_length} steps (--max-num-iterations); raise it to "
+                    "continue editing. Nothing was written."
+                )
+        self.config = dataclasses.replace(self.config, max_num_iterations=steps_left)
+        loop.log_progress_to(self.base_dir)
 
     def train(self) -> None:
         """nerfstudio's training loop; an edit with no step left to run (finished or converged) writes nothing."""
@@ -169,12 +167,11 @@ class In2nTrainer(Trainer):
     def train_iteration(self, step: int):
         outputs = super().train_iteration(step)
         loop = self.pipeline.edit_loop
-        if loop is not None and loop.should_stop and self._stopped_at is None:
+        converged = None if loop is None else loop.stop_if_converged()
+        if converged is not None:
+            assert loop is not None
             self._stopped_at = step
             self.stop_training = True  # nerfstudio's loop ends before the next step, then saves (_after_train)
-            loop.stopped_at_length = self._edit_length
-            converged = loop.convergence
-            assert converged is not None
             notice(
                 f"the edit converged at step {step}: over its last {loop.config.min_passes} full passes the agreement "
                 f"changed by {converged.trend:+.2f} dB per pass (now {converged.pass_psnr:.2f} dB), within "
@@ -188,13 +185,13 @@ class In2nTrainer(Trainer):
             self.step = self._stopped_at  # the loop set the step after it before stopping
         super()._after_train()
 
-    def _resume(self, state: Dict[str, Any], edit_state: Dict[str, Any], path: Path) -> None:
-        sizes = [tuple(s) for s in edit_state["image_sizes"]]
+    def _resume(self, state: Dict[str, Any], edit_state: EditState, path: Path) -> None:
         images = self.pipeline.datamanager.training_images
         ours = [images.image_size(v) for v in range(images.num_views)]
-        if sizes != ours:
+        if edit_state.image_sizes != ours:
+            theirs = edit_state.image_sizes[0]
             raise In2nError(
-                f"{path} was edited on images of {sizes[0][1]}x{sizes[0][0]} pixels (width x height), but --data "
+                f"{path} was edited on images of {theirs[1]}x{theirs[0]} pixels (width x height), but --data "
                 f"gives {ours[0][1]}x{ours[0][0]}. Use the same --data and dataparser options (such as "
                 "--downscale-factor) as the run being resumed."
             )
@@ -203,11 +200,9 @@ class In2nTrainer(Trainer):
             self.optimizers.load_schedulers(state["schedulers"])
         self.grad_scaler.load_state_dict(state["scalers"])
         loop = self.edit_loop
-        loop.load_state_dict(edit_state)
-        if edit_state["prompt"] != loop.live.prompt:
-            notice(
-                f"resuming an edit made with the prompt {edit_state['prompt']!r}; continuing with {loop.live.prompt!r}"
-            )
+        loop.resume(edit_state, self._edit_length)
+        if edit_state.prompt != loop.live.prompt:
+            notice(f"resuming an edit made with the prompt {edit_state.prompt!r}; continuing with {loop.live.prompt!r}")
         summary = loop.summary()
         CONSOLE.print(
             f"Resuming the edit from {path} (step {state['step']}): {summary.views_changed} views edited, "
@@ -237,7 +232,7 @@ class In2nTrainer(Trainer):
             "scalers": self.grad_scaler.state_dict(),
         }
         if self.pipeline.edit_loop is not None:
-            state["in2n"] = self.pipeline.edit_loop.state_dict()
+            state[EDIT_STATE_KEY] = self.pipeline.edit_loop.edit_state().to_dict()
         atomic_save(state, path, scratch_dir=self.base_dir)
         if self.config.save_only_latest_checkpoint:
             for old in checkpoints_in(self.checkpoint_dir).values():

@@ -12,7 +12,7 @@ from in2n.dataset_update.loop import EditLoopConfig
 from in2n.editors.base import NUM_TRAIN_TIMESTEPS
 from in2n.editors.devices import resolve_device
 from in2n.editors.factory import EditorConfig
-from in2n.errors import In2nError
+from in2n.errors import In2nError, ValueProblem
 
 MAX_PROMPT_CHARACTERS = 1000
 """CLIP reads 77 tokens (a few hundred characters); a prompt far beyond that is a mistake, not an instruction."""
@@ -132,8 +132,8 @@ def editor_problems(config: EditorConfig) -> List[str]:
     if config.editor == "ip2p" and config.ip2p_device is not None:
         try:
             resolve_device(config.ip2p_device)
-        except In2nError as error:
-            problems.append(str(error))
+        except ValueProblem as problem:
+            problems.append(str(problem.for_option("--pipeline.ip2p-device")))
     return problems
 
 

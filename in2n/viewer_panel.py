@@ -66,7 +66,7 @@ class LiveEditPanel(nn.Module):
         self.progress.value = summary.progress_text()
 
     def get_extra_state(self) -> Dict[str, Any]:
-        return summary_state(self._loop.summary())
+        return self._loop.summary().as_state()
 
     def set_extra_state(self, state: Any) -> None:
         """A resumed run's state comes from the checkpoint's edit state, not from here."""
@@ -93,12 +93,11 @@ class EditSummaryPanel(nn.Module):
         if not state:
             self.prompt.value = "this checkpoint holds no edit"
             return
-        self.prompt.value = str(state["prompt"])
-        self.guidance.value = f"{state['guidance_scale']:g}, {state['image_guidance_scale']:g}"
-        self.edits.value = (
-            f"{state['edits']} edits of {state['num_views']} views, {state['passes_completed']} full passes"
-        )
-        self.agreement.value = str(state.get("agreement", "not recorded"))
+        summary = EditSummary.from_state(state)
+        self.prompt.value = summary.prompt
+        self.guidance.value = f"{summary.guidance_scale:g}, {summary.image_guidance_scale:g}"
+        self.edits.value = f"{summary.edits} edits of {summary.num_views} views, {summary.passes_completed} full passes"
+        self.agreement.value = summary.agreement
         self.ended.value = "" if step is None else str(step)
 
     def get_extra_state(self) -> Dict[str, Any]:
@@ -109,17 +108,3 @@ class EditSummaryPanel(nn.Module):
 
     def forward(self) -> None:
         raise NotImplementedError("the panel holds viewer elements; it computes nothing")
-
-
-def summary_state(summary: EditSummary) -> Dict[str, Any]:
-    """The summary as plain values, which torch's safe unpickler loads."""
-    return {
-        "prompt": summary.prompt,
-        "guidance_scale": summary.guidance_scale,
-        "image_guidance_scale": summary.image_guidance_scale,
-        "edits": summary.edits,
-        "views_changed": summary.views_changed,
-        "num_views": summary.num_views,
-        "passes_completed": summary.passes_completed,
-        "agreement": summary.agreement,
-    }

@@ -11,19 +11,8 @@ from torch import nn
 from in2n.editors.base import Editor
 from in2n.method_configs import in2n_big, in2n_lite
 from in2n.pipeline import In2nPipeline, In2nPipelineConfig
+from in2n.synthetic.cpu_preset import SMALL_MODEL
 from in2n.viewer_panel import PANEL_NAME
-
-SMALL_MODEL = dict(
-    implementation="torch",
-    num_levels=8,
-    log2_hashmap_size=15,
-    hidden_dim=32,
-    hidden_dim_color=32,
-    num_proposal_samples_per_ray=(32, 16),
-    num_nerf_samples_per_ray=16,
-    eval_num_rays_per_chunk=4096,
-)
-"""The same model as in2n.synthetic.cpu_preset.SMALL_MODEL_ARGS, as config values."""
 
 
 def pipeline_config(scene: Path, lite: bool = False, **options) -> In2nPipelineConfig:

@@ -180,10 +180,10 @@ def test_cli_explains_how_to_get_missing_weights_offline(renders: Dict[str, Path
     )  # fmt: skip
     assert_fails_with(
         result,
-        "Could not load the CLIP model weights 'openai/clip-vit-large-patch14'",
+        "--clip-model openai/clip-vit-large-patch14: could not load the CLIP model weights",
         f"Hugging Face cache (HF_HOME={hf_home}, HF_HUB_OFFLINE=1 so nothing is downloaded)",
         "hf download openai/clip-vit-large-patch14",
-        "--clip-model /path/to/folder",
+        "or give a folder saved with `CLIPModel.save_pretrained(...)`",
     )
 
 

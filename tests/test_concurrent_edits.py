@@ -16,6 +16,7 @@ from torch import Tensor
 from in2n.dataset_update.background import edits_run_concurrently
 from in2n.dataset_update.loop import edit_seed
 from in2n.dataset_update.schedule import EditSchedule
+from in2n.dataset_update.state import EDIT_STATE_KEY, EditState
 from in2n.editors.base import Editor, EditSettings, stratified_noise_level
 from in2n.editors.ip2p import InstructPix2PixEditor
 from in2n.editors.negative import NegativeEditor
@@ -215,17 +216,20 @@ def test_a_checkpoint_taken_while_an_edit_is_in_flight_resumes_it(scene: Path, t
     pipeline.edit_loop.edit_views(step=0)
     # Saving does not wait for the worker: the checkpoint holds the request (renders, seeds, settings).
     atomic_save(
-        {"pipeline": {}, "step": 1, "in2n": pipeline.edit_loop.state_dict()}, tmp_path / "step-1.ckpt", tmp_path
+        {"pipeline": {}, "step": 1, EDIT_STATE_KEY: pipeline.edit_loop.edit_state().to_dict()},
+        tmp_path / "step-1.ckpt",
+        tmp_path,
     )
-    state = load_checkpoint_file(tmp_path / "step-1.ckpt")["in2n"]  # torch's safe unpickler, as resuming uses
-    assert [entry["request"]["views"] for entry in state["pending"]] == [views]
-    assert state["edited_views"] == [] and not pipeline.edit_loop.pending_edits[0].result.done()
+    state = EditState.of_checkpoint(load_checkpoint_file(tmp_path / "step-1.ckpt"))  # the safe unpickler, as resuming
+    assert state is not None
+    assert [entry["request"]["views"] for entry in state.pending] == [views]
+    assert state.edited_views == [] and not pipeline.edit_loop.pending_edits[0].result.done()
     gate.set()
     assert pipeline.edit_loop.write_finished_edits(step=EDIT_RATE) == views
 
     for mode in ("on", "off"):
         resumed = concurrent_pipeline(scene, fake=NegativeEditor(), concurrent_edits=mode)
-        resumed.edit_loop.load_state_dict(state)
+        resumed.edit_loop.resume(state)
         assert resumed.edit_loop.write_finished_edits(step=EDIT_RATE - 1) == []
         assert resumed.edit_loop.write_finished_edits(step=EDIT_RATE) == views
         assert changed_views(resumed) == sorted(views)

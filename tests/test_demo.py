@@ -16,7 +16,7 @@ from PIL import Image
 
 from in2n.editors.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
-from in2n.lpips_weights import alexnet_weights_path
+from in2n.model import alexnet_weights_path
 from in2n.tools.compare import STILL_NAME, VIDEO_NAME
 from tests.helpers import flat, import_script, short_orbit
 

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from in2n.data.training_images import TrainingImages
-from in2n.dataset_update.loop import EDIT_STATE_VERSION, EditLoop, EditLoopConfig, ViewRender, edit_seed, group_by_size
+from in2n.dataset_update.loop import EditLoop, EditLoopConfig, EditSummary, ViewRender, edit_seed, group_by_size
 from in2n.dataset_update.schedule import EditSchedule
+from in2n.dataset_update.state import EDIT_STATE_VERSION, EditState, EditStateError
 from in2n.editors.base import Editor, EditSettings
 from in2n.editors.ip2p import InstructPix2PixEditor
 from in2n.editors.negative import NegativeEditor
@@ -157,8 +158,29 @@ def test_an_edit_whose_prompt_keeps_changing_does_not_converge() -> None:
         steady.before_step(step)
         changing.live.prompt = f"make it colour {step}"  # as typed in the viewer, once a pass
         changing.before_step(step)
-    assert steady.should_stop and steady.convergence.step == 2, "passes 1 and 2 are complete at step 2"
-    assert not changing.should_stop and changing.convergence is None
+    converged = steady.stop_if_converged()
+    assert converged is not None and converged.step == 2, "passes 1 and 2 are complete at step 2"
+    assert steady.stop_if_converged() is None, "the stop is recorded once"
+    assert changing.stop_if_converged() is None and changing.convergence is None
+
+
+def test_the_loop_says_how_many_steps_the_edit_has_left_and_a_longer_edit_lifts_a_convergence_stop() -> None:
+    options = dict(edit_count=NUM_VIEWS, stop_when_converged=True, min_passes=2, converge_tolerance=100.0)
+    loop = make_loop(NegativeEditor(), **options)
+    loop.begin(100, length=50)
+    assert [loop.steps_left(step) for step in (100, 120, 150, 170)] == [50, 30, 0, 0]
+    for step in range(100, 103):
+        loop.before_step(step)
+    assert loop.stop_if_converged() is not None and loop.stopped_at_length == 50
+    assert loop.steps_left(103) == 0, "a converged edit has no step left under its length"
+    state = loop.edit_state()
+    for length, left in ((50, 0), (60, 57)):
+        resumed = make_loop(NegativeEditor(), **options)
+        resumed.resume(state, length=length)
+        assert resumed.steps_left(103) == left, length
+        assert (resumed.stopped_at_length is None) is (length > 50)
+    # A longer edit judges convergence anew: from the next pass on.
+    assert resumed.convergence is None
 
 
 def test_pausing_stops_new_edits_only() -> None:
@@ -194,11 +216,13 @@ def test_the_state_round_trips_through_a_fresh_loop() -> None:
     loop = make_loop(NegativeEditor(), edit_count=4)
     for step in range(2):
         loop.before_step(step)
-    state = loop.state_dict()
-    assert state["version"] == EDIT_STATE_VERSION
-    assert all(image.dtype == torch.uint8 for image in state["edited_images"])
+    saved = loop.edit_state().to_dict()
+    assert saved["version"] == EDIT_STATE_VERSION
+    assert all(image.dtype == torch.uint8 for image in saved["edited_images"])
+    state = EditState.from_dict(saved)
+    assert state.num_views == NUM_VIEWS and state.edited_views == sorted(loop.edited_views)
     fresh = make_loop(NegativeEditor(), edit_count=4)
-    fresh.load_state_dict(state)
+    fresh.resume(state)
     assert fresh.edited_views == loop.edited_views and fresh.start_step == 0
     for view in loop.edited_views:
         torch.testing.assert_close(
@@ -213,7 +237,7 @@ def test_an_edit_state_saved_by_the_previous_release_resumes(tmp_path: Path) -> 
     assert state["version"] == 2
     pipeline = make_pipeline(tmp_path, lite=True, edit_rate=2, edit_count=2, prompt="make it gold")
     loop, images = pipeline.edit_loop, pipeline.datamanager.training_images
-    loop.load_state_dict(state)
+    loop.resume(EditState.from_dict(state))
     assert loop.start_step == 100 and loop.live.prompt == "make it gold"
     assert sorted(loop.edited_views) == state["edited_views"] == [0, 3, 4, 7]
     for view, image in zip(state["edited_views"], state["edited_images"], strict=True):
@@ -235,10 +259,20 @@ def test_an_edit_state_saved_by_the_previous_release_resumes(tmp_path: Path) -> 
 
 
 def test_a_state_from_a_newer_release_is_refused() -> None:
-    loop = make_loop(NegativeEditor())
-    state = loop.state_dict()
-    with pytest.raises(ValueError, match=f"version {EDIT_STATE_VERSION + 1}"):
-        loop.load_state_dict({**state, "version": EDIT_STATE_VERSION + 1})
+    state = make_loop(NegativeEditor()).edit_state().to_dict()
+    with pytest.raises(EditStateError, match=f"version {EDIT_STATE_VERSION + 1}; this in2n reads up to"):
+        EditState.from_dict({**state, "version": EDIT_STATE_VERSION + 1})
+    assert EditState.of_checkpoint({"pipeline": {}, "step": 1}) is None, "a nerfacto checkpoint holds no edit"
+
+
+def test_the_summary_round_trips_through_a_checkpoint_and_reads_older_ones() -> None:
+    loop = make_loop(NegativeEditor(), prompt="make it gold")
+    loop.before_step(0)
+    summary = loop.summary()
+    assert EditSummary.from_state(summary.as_state()) == summary
+    older = {key: value for key, value in summary.as_state().items() if key not in ("position", "agreement")}
+    read = EditSummary.from_state(older)
+    assert (read.prompt, read.edits, read.position, read.agreement) == ("make it gold", 2, 0, "not recorded")
 
 
 def test_seeds_and_grouping_helpers() -> None:

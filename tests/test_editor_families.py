@@ -90,7 +90,7 @@ def test_a_text_to_image_folder_stops_before_any_weight_loads(tiny_ip2p: Path, t
     with pytest.raises(In2nError) as caught:
         build_editor(EditorConfig(ip2p_model=str(text_to_image)), "cpu")
     message = str(caught.value)
-    assert message.startswith(f"--pipeline.ip2p-model {text_to_image} is a text-to-image Stable Diffusion (its UNet")
+    assert message.startswith(f"--pipeline.ip2p-model {text_to_image}: a text-to-image Stable Diffusion (its UNet")
     assert "not an instruction editor" in message
     assert all(hub_id in message for hub_id in EDITORS)
 
@@ -98,7 +98,7 @@ def test_a_text_to_image_folder_stops_before_any_weight_loads(tiny_ip2p: Path, t
 def test_a_folder_without_a_unet_is_named(tiny_ip2p: Path, tmp_path: Path) -> None:
     folder = tmp_path / "no-unet"
     shutil.copytree(tiny_ip2p, folder, ignore=shutil.ignore_patterns("unet"))
-    with pytest.raises(In2nError, match="has no unet/config.json, so it is not a diffusers pipeline with a UNet"):
+    with pytest.raises(In2nError, match="no unet/config.json, so it is not a diffusers pipeline with a UNet"):
         build_editor(EditorConfig(ip2p_model=str(folder)), "cpu")
 
 
@@ -143,4 +143,4 @@ def test_hub_ids_are_read_through_the_hugging_face_cache(tiny_ip2p: Path, tiny_s
     )
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "SDXL InstructPix2Pix someone/tiny-sdxl-edit (fp32 on cpu)", result.stdout + result.stderr
-    assert lines[1].startswith("--pipeline.ip2p-model someone/tiny-sd is a text-to-image Stable Diffusion")
+    assert lines[1].startswith("--pipeline.ip2p-model someone/tiny-sd: a text-to-image Stable Diffusion")

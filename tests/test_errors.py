@@ -11,6 +11,7 @@ import torch
 from nerfstudio.data.scene_box import SceneBox
 
 from in2n.editors.devices import resolve_device
+from in2n.editors.factory import EditorConfig, build_editor
 from in2n.editors.loading import load_ip2p_pipeline
 from in2n.errors import In2nError, format_error
 from in2n.model import In2nModel
@@ -40,7 +41,10 @@ def problems_of(scene: Path, **options) -> str:
         ({"diffusion_steps": 0}, "--pipeline.diffusion-steps is 0"),
         ({"max_edit_size": 32}, "--pipeline.max-edit-size is 32; use at least 64, or leave it unset for the editor's"),
         ({"ip2p_device": "cuda:7", "editor": "ip2p"}, "--pipeline.ip2p-device cuda:7"),
-        ({"ip2p_device": "gpu-please", "editor": "ip2p"}, "is not a device name. Use cpu, cuda, cuda:N"),
+        (
+            {"ip2p_device": "gpu-please", "editor": "ip2p"},
+            "--pipeline.ip2p-device gpu-please: not a device name. Use cpu, cuda, cuda:N",
+        ),
     ],
 )
 def test_bad_pipeline_options_are_named_with_a_fix(scene: Path, options: dict, expected: str) -> None:
@@ -118,8 +122,11 @@ def test_missing_diffusion_weights_offline(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(In2nError) as caught:
         load_ip2p_pipeline("timbrooks/instruct-pix2pix", torch.float32)
     message = str(caught.value)
-    assert "Could not load the InstructPix2Pix weights 'timbrooks/instruct-pix2pix'" in message
-    assert "HF_HUB_OFFLINE=1" in message and "--pipeline.ip2p-model /path/to/folder" in message
+    # The loader names the model; the option that named it is attached where options are read (the factory).
+    assert message.startswith("timbrooks/instruct-pix2pix: could not load the InstructPix2Pix weights")
+    assert "HF_HUB_OFFLINE=1" in message and "or give a folder saved with" in message and "--pipeline" not in message
+    with pytest.raises(In2nError, match="^--pipeline.ip2p-model timbrooks/instruct-pix2pix: could not load"):
+        build_editor(EditorConfig(ip2p_model="timbrooks/instruct-pix2pix"), "cpu")
     with pytest.raises(In2nError, match="no such folder"):
         load_ip2p_pipeline(str(tmp_path / "models" / "mine"), torch.float32)
     with pytest.raises(In2nError, match="holds no model_index.json"):

@@ -15,6 +15,7 @@ import yaml
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from PIL import Image
 
+from in2n.dataset_update.state import EDIT_STATE_KEY, EditState
 from in2n.errors import In2nError
 from in2n.method_configs import in2n_big
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
@@ -49,15 +50,10 @@ def write_run(run_dir: Path, data: Path, edited: Dict[int, torch.Tensor], num_vi
     run_dir.mkdir(parents=True)
     (run_dir / "config.yml").write_text(yaml.dump(config))
     size = tuple(next(iter(edited.values())).shape[:2]) if edited else (SCENE.height, SCENE.width)
-    state = {
-        "step": STEP,
-        "pipeline": {},
-        "in2n": {
-            "edited_views": list(edited),
-            "edited_images": list(edited.values()),
-            "image_sizes": [size] * num_views,
-        },
-    }
+    edit = EditState(
+        prompt="make it gold", start_step=1, image_sizes=[size] * num_views, schedule={}, edited_images=edited
+    )
+    state = {"step": STEP, "pipeline": {}, EDIT_STATE_KEY: edit.to_dict()}
     (run_dir / "nerfstudio_models").mkdir()
     torch.save(state, run_dir / "nerfstudio_models" / f"step-{STEP:09d}.ckpt")
     return run_dir / "config.yml"
@@ -149,7 +145,7 @@ def test_runs_that_cannot_be_exported_are_refused_with_a_reason(scene: Path, tmp
     num_views = len(train_files(scene))
     nerfacto = write_run(tmp_path / "nerfacto", scene, {}, num_views)
     state = torch.load(tmp_path / "nerfacto" / "nerfstudio_models" / f"step-{STEP:09d}.ckpt", weights_only=True)
-    del state["in2n"]
+    del state[EDIT_STATE_KEY]
     torch.save(state, tmp_path / "nerfacto" / "nerfstudio_models" / f"step-{STEP:09d}.ckpt")
     empty = write_run(tmp_path / "empty", scene, {}, num_views)
     fewer = write_run(tmp_path / "fewer", scene, random_edits(SCENE.height, SCENE.width), num_views - 1)

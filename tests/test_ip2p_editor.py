@@ -11,8 +11,10 @@ from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from in2n.editors.base import EditSettings, view_generator
 from in2n.editors.ddim import ddim_schedule
 from in2n.editors.ip2p import InstructPix2PixEditor
+from in2n.synthetic.scene import SceneConfig, write_scene
 from tests.helpers import flat
 from tests.helpers import random_images as images
+from tests.pipelines import make_pipeline
 
 SETTINGS = EditSettings(diffusion_steps=4)
 
@@ -151,7 +153,7 @@ def test_denoising_matches_diffusers_instructpix2pix_pipeline(tiny_ip2p: Path, e
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
 
 
-def test_large_views_are_edited_at_the_maximum_size_and_scaled_back(tiny_ip2p: Path, capsys) -> None:
+def test_large_views_are_edited_at_the_maximum_size_and_scaled_back(tiny_ip2p: Path) -> None:
     editor = InstructPix2PixEditor(str(tiny_ip2p), torch.device("cpu"), max_edit_size=64)
     sizes = []
     real_decode = editor.decode
@@ -159,7 +161,14 @@ def test_large_views_are_edited_at_the_maximum_size_and_scaled_back(tiny_ip2p: P
     edited = editor.edit(images(1, 0, 96, 128), images(1, 1, 96, 128), [0], "x", SETTINGS, [0])
     assert edited.shape == (1, 3, 96, 128)
     assert sizes == [(48 // editor.vae_scale_factor * 1, 64 // editor.vae_scale_factor)]
-    assert "they are edited at 64x48 and scaled back" in flat(capsys.readouterr().out)
+
+
+def test_a_pipeline_on_views_larger_than_the_edit_size_says_so_once(tiny_ip2p: Path, tmp_path: Path, capsys) -> None:
+    write_scene(tmp_path, SceneConfig(num_views=6, width=96, height=72, supersample=1))
+    make_pipeline(tmp_path, editor="ip2p", ip2p_model=str(tiny_ip2p), max_edit_size=64)
+    out = flat(capsys.readouterr().out)
+    assert out.count("are larger than --pipeline.max-edit-size 64 px on the long side") == 1
+    assert "views of up to 96x72 px" in out and "(e.g. 64x48)" in out
 
 
 def test_half_precision_on_the_cpu_runs_in_fp32_and_says_so(tiny_ip2p: Path, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 from nerfstudio.configs.external_methods import ExternalMethodDummyTrainerConfig
@@ -68,3 +69,25 @@ def test_ns_train_in2n_help_shows_our_options_not_an_install_hint() -> None:
                    "--pipeline.ip2p-model", "--pipeline.ip2p-device", "--pipeline.seed"):  # fmt: skip
         assert option in text, option
     assert "git+https://github.com/ayaanzhaque/instruct-nerf2nerf" not in text
+
+
+def test_importing_the_plugin_changes_nothing_for_other_methods() -> None:
+    """Every ns-* command imports every plugin: in2n's console and checkpoint loader are set up by its own methods and
+    commands only. Checked in a fresh interpreter, as nerfstudio imports it while listing methods."""
+    script = """
+import sys, warnings, torch
+from numpy.core.multiarray import scalar
+from nerfstudio.configs.method_configs import all_methods
+assert "in2n" in all_methods, "the plugin was discovered"
+assert not getattr(sys.excepthook, "_in2n", False), "excepthook installed on import"
+ours = [f for f in warnings.filters if "diffusers" in str(getattr(f[3], "pattern", f[3]))]
+assert not ours, "warning filters installed on import"
+assert scalar not in torch.serialization.get_safe_globals(), "torch's loader changed on import"
+from in2n.process import prepare_process
+prepare_process()
+assert getattr(sys.excepthook, "_in2n", False) and scalar in torch.serialization.get_safe_globals()
+assert any("diffusers" in str(getattr(f[3], "pattern", f[3])) for f in warnings.filters)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from in2n.lpips_weights import ALEXNET_FILE
+from in2n.model import ALEXNET_FILE
 from in2n.synthetic.ip2p import SD15_SHAPES, build_random_ip2p, save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig, surface_points, write_scene

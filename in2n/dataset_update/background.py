@@ -55,7 +55,8 @@ class EditRequest:
     masks: Optional[Tensor] = None
     """The views' edit regions [B, H, W] in [0, 1] (None: whole views), computed from the renders."""
     noise_levels: Optional[List[int]] = None
-    """The timestep each view's edit starts from (None: drawn from its seed, as edits saved before had it)."""
+    """The timestep each view's edit starts from (None: drawn from its seed; edit states of version 1 and 2 hold
+    none)."""
 
     def run(self, editor: Editor) -> Tensor:
         with torch.no_grad():
@@ -79,7 +80,8 @@ class EditRequest:
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, Any], originals: Tensor, current_pass: int) -> EditRequest:
-        """The request a checkpoint holds; one saved before passes were recorded counts as of `current_pass`."""
+        """The request a checkpoint holds; one without passes (edit state versions 1 and 2) counts as of
+        `current_pass`."""
         return cls(
             step=state["step"],
             views=list(state["views"]),

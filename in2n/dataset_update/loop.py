@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 # nerfstudio's writer and base_config import each other; importing the writer first fails.
 import nerfstudio.configs.base_config  # noqa: F401
@@ -41,12 +41,9 @@ from in2n.dataset_update.background import (
 from in2n.dataset_update.progress import Convergence, EditProgress, ProgressCsv, ProgressRecord, psnr
 from in2n.dataset_update.region import EditBox, EditMasks, EditRegion, blend, edit_region
 from in2n.dataset_update.schedule import EditSchedule, ScheduledView
+from in2n.dataset_update.state import EditState
 from in2n.dataset_update.strips import log_edit_strips, strips_due
 from in2n.editors.base import Editor, EditSettings, stratified_noise_level
-
-EDIT_STATE_VERSION = 3
-"""Version of the checkpoint's edit state. 2 added the edits in flight ("pending"); 3 the edit's progress, its
-convergence and the edit regions of edits in flight. Older versions load as having none of what came later."""
 
 DEFAULT_SETTINGS = EditSettings()
 
@@ -127,33 +124,37 @@ class EditLoopConfig:
 
 
 @dataclass
-class LiveSettings:
-    """What may change while the edit runs (the viewer writes here); every edit request reads it anew."""
+class EditTarget:
+    """What the edit converges towards: the instruction and its guidance. The viewer may change it while the edit
+    runs; a change starts the count towards convergence anew."""
 
     prompt: str
-    """The instruction of the next edit."""
+    """The instruction."""
     guidance_scale: float
-    """Text guidance of the next edit."""
+    """Text guidance."""
     image_guidance_scale: float
-    """Image guidance of the next edit."""
-    paused: bool = False
-    """No new edits while set; the NeRF keeps training and edits in flight are still written."""
+    """Image guidance."""
 
-    def edit_target(self) -> Tuple[str, float, float]:
-        """What the edit converges towards: a change of it starts the count towards convergence anew."""
-        return self.prompt, float(self.guidance_scale), float(self.image_guidance_scale)
+    def target(self) -> EditTarget:
+        return EditTarget(self.prompt, float(self.guidance_scale), float(self.image_guidance_scale))
 
 
 @dataclass
-class EditSummary:
-    """Where the edit stands, for the console, the viewer and the checkpoint of a finished run."""
+class LiveSettings(EditTarget):
+    """What may change while the edit runs (the viewer writes here); every edit request reads it anew."""
 
-    prompt: str
-    """The prompt of the latest edit request."""
-    guidance_scale: float
-    """Text guidance, as it is now."""
-    image_guidance_scale: float
-    """Image guidance, as it is now."""
+    paused: bool = False
+    """No new edits while set; the NeRF keeps training and edits in flight are still written."""
+
+    @classmethod
+    def from_config(cls, config: EditLoopConfig) -> LiveSettings:
+        return cls(config.prompt, config.guidance_scale, config.image_guidance_scale)
+
+
+@dataclass
+class EditSummary(EditTarget):
+    """Where the edit stands, for the console, the viewer and the checkpoint of a finished run (as `as_state`)."""
+
     edits: int
     """Views edited so far, counting each edit of a view."""
     views_changed: int
@@ -172,6 +173,17 @@ class EditSummary:
             f"{self.edits} edits, {self.views_changed}/{self.num_views} views changed, "
             f"pass {self.passes_completed + 1} ({self.position}/{self.num_views}); {self.agreement}"
         )
+
+    def as_state(self) -> Dict[str, Any]:
+        """Plain values, which torch's safe unpickler loads."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> EditSummary:
+        """A summary a checkpoint holds; summaries without `position` and `agreement` (older checkpoints) read as at
+        the start of a pass, agreement not recorded."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"position": 0, "agreement": "not recorded", **{k: v for k, v in state.items() if k in known}})
 
 
 class EditLoop:
@@ -204,21 +216,26 @@ class EditLoop:
         self.images = images
         self.model = model
         self.perceptual = perceptual
-        self.live = LiveSettings(config.prompt, config.guidance_scale, config.image_guidance_scale)
+        self.live = LiveSettings.from_config(config)
         self.schedule = EditSchedule(images.num_views, seed=config.seed)
         self.progress = self._new_progress()
         self.region: Optional[EditRegion] = edit_region(config.edit_box, config.edit_masks, images)
         self.edited_views: set[int] = set()
         self.start_step: Optional[int] = None
+        """The step the edit began at (None until it begins)."""
+        self.length: Optional[int] = None
+        """The edit's length in steps, counted from `start_step` (--max-num-iterations; None: unbounded)."""
+        self.stopped = False
+        """Whether the edit stopped on convergence (and has not been given a longer length since)."""
         self.stopped_at_length: Optional[int] = None
-        """The --max-num-iterations under which a converged edit stopped (None: it did not stop)."""
+        """The length under which it stopped (None: it did not stop, or it had no length)."""
         self._start_weights: Optional[Dict[str, Tensor]] = None
         concurrent = edits_run_concurrently(config.concurrent_edits, editor, training_device)
         self._worker = EditWorker(editor) if concurrent else None
         self._pending: List[PendingEdit] = []
         self._reset_requested = threading.Event()
         self._listeners: List[Callable[[EditSummary], None]] = []
-        self._last_target = self.live.edit_target()
+        self._last_target = self.live.target()
         self._csv: Optional[ProgressCsv] = None
         self._region_seen = False
 
@@ -236,10 +253,11 @@ class EditLoop:
     # ------------------------------------------------------------------------------------------------------------
     # Driving the loop.
 
-    def start(self, step: int) -> None:
-        """A new edit begins at `step`: remember the step (the edit's length counts from it) and, for Reset, the
-        weights the model has now."""
+    def begin(self, step: int, length: Optional[int] = None) -> None:
+        """A new edit begins at `step` and runs `length` steps: remember both and, for Reset, the weights the model
+        has now."""
         self.start_step = step
+        self.length = length
         if self.model is not None:
             self._start_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
@@ -249,7 +267,7 @@ class EditLoop:
             self._reset_requested.clear()
             self.reset()
         if self.start_step is None:
-            self.start(step)
+            self.begin(step)
         self.write_finished_edits(step)
         if step % self.config.edit_rate == 0 and not self.live.paused:
             self.edit_views(step)
@@ -299,21 +317,29 @@ class EditLoop:
         """The convergence the progress records show, if they show it."""
         return self.progress.convergence
 
-    @property
-    def should_stop(self) -> bool:
-        """The edit has converged and the options say to stop then."""
-        return self.config.stop_when_converged and self.progress.convergence is not None
+    def steps_left(self, next_step: int) -> int:
+        """Training steps the edit has left when `next_step` is the next to run: none once it ran its length, or
+        once it stopped on convergence under a length not raised since (`resume` lifts the stop for a longer one)."""
+        if self.stopped:
+            return 0
+        if self.start_step is None or self.length is None:
+            raise RuntimeError("the edit has not begun, or has no length")
+        return max(0, self.start_step + self.length - next_step)
+
+    def stop_if_converged(self) -> Optional[Convergence]:
+        """When the options say to stop a converged edit and it has converged, record the stop (a resumed run then
+        edits further only under a longer length) and return the convergence; else None."""
+        convergence = self.progress.convergence
+        if not self.config.stop_when_converged or convergence is None or self.stopped:
+            return None
+        self.stopped, self.stopped_at_length = True, self.length
+        return convergence
 
     def close(self) -> None:
         """Drop the edits in flight and stop the worker thread (after the edit it is running, if any)."""
         self._discard_pending()
         if self._worker is not None:
             self._worker.close()
-
-    def continue_after_convergence(self) -> None:
-        """Edit further after a converged stop: convergence is judged anew from the next full pass."""
-        self.stopped_at_length = None
-        self.progress.restart(self.schedule.passes_completed)
 
     def log_progress_to(self, folder: Path) -> Path:
         """Write the progress records so far to folder/edit_progress.csv, and append every new one."""
@@ -360,10 +386,11 @@ class EditLoop:
         notice(f"edit reset: {restored}")
 
     def summary(self) -> EditSummary:
+        target = self.live.target()
         return EditSummary(
-            prompt=self.live.prompt,
-            guidance_scale=float(self.live.guidance_scale),
-            image_guidance_scale=float(self.live.image_guidance_scale),
+            prompt=target.prompt,
+            guidance_scale=target.guidance_scale,
+            image_guidance_scale=target.image_guidance_scale,
             edits=self.schedule.views_edited,
             views_changed=len(self.edited_views),
             num_views=self.images.num_views,
@@ -379,41 +406,39 @@ class EditLoop:
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoint state.
 
-    def state_dict(self) -> Dict[str, Any]:
+    def edit_state(self) -> EditState:
         """What a checkpoint needs to continue the edit: edited views (as 8-bit images), the schedule, the edits
         in flight (their renders and seeds: a resumed run edits them again and writes them at the same step), and the
-        progress records. Plain values and tensors only, so that checkpoints load with torch's safe unpickler."""
-        views = sorted(self.edited_views)
-        return {
-            "version": EDIT_STATE_VERSION,
-            "prompt": self.live.prompt,
-            "edit_start_step": self.start_step,
-            "image_sizes": [self.images.image_size(v) for v in range(self.images.num_views)],
-            "schedule": self.schedule.state_dict(),
-            "edited_views": views,
-            "edited_images": [to_uint8(self.images.current_rgb(v)) for v in views],
-            "pending": [edit.state_dict() for edit in self._pending],
-            "progress": self.progress.state_dict(),
-            "stopped_at_length": self.stopped_at_length,
-        }
+        progress records."""
+        return EditState(
+            prompt=self.live.prompt,
+            start_step=self.start_step,
+            image_sizes=[self.images.image_size(v) for v in range(self.images.num_views)],
+            schedule=self.schedule.state_dict(),
+            edited_images={view: to_uint8(self.images.current_rgb(view)) for view in sorted(self.edited_views)},
+            pending=[edit.state_dict() for edit in self._pending],
+            progress=self.progress.state_dict(),
+            stopped_at_length=self.stopped_at_length,
+        )
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Continue the edit a checkpoint holds (any version up to EDIT_STATE_VERSION)."""
-        version = int(state.get("version", 1))
-        if version > EDIT_STATE_VERSION:
-            raise ValueError(
-                f"the checkpoint's edit state has version {version}; this in2n reads up to {EDIT_STATE_VERSION}"
-            )
-        self.schedule.load_state_dict(state["schedule"])
-        self.start_step = state["edit_start_step"]
-        self.edited_views = set(state["edited_views"])
-        for view, image in zip(state["edited_views"], state["edited_images"], strict=True):
+    def resume(self, state: EditState, length: Optional[int] = None) -> None:
+        """Continue the edit a checkpoint holds, for `length` steps from its start. An edit that stopped on
+        convergence under a shorter length edits further, and its convergence is judged anew from the next pass."""
+        self.schedule.load_state_dict(state.schedule)
+        self.start_step = state.start_step
+        self.length = length
+        self.edited_views = set(state.edited_images)
+        for view, image in state.edited_images.items():
             self.images.replace_image(view, image.float() / 255.0)
-        if "progress" in state:  # from version 3
-            self.progress.load_state_dict(state["progress"])
-        self.stopped_at_length = state.get("stopped_at_length")
+        if state.progress is not None:
+            self.progress.load_state_dict(state.progress)
+        self.stopped_at_length = state.stopped_at_length
+        self.stopped = self.stopped_at_length is not None
+        if self.stopped_at_length is not None and (length is None or length > self.stopped_at_length):
+            self.stopped, self.stopped_at_length = False, None
+            self.progress.restart(self.schedule.passes_completed)
         self._discard_pending()
-        for entry in state.get("pending", []):  # from version 2
+        for entry in state.pending:
             saved = entry["request"]
             request = EditRequest.from_state_dict(
                 saved, self._originals(saved["views"]), current_pass=self.schedule.passes_completed
@@ -427,9 +452,9 @@ class EditLoop:
     def _request_edit(self, scheduled: List[ScheduledView], step: int) -> EditRequest:
         """Render the views now (the NeRF is only used on the training thread) and gather the edit's inputs."""
         views, passes = [s.view for s in scheduled], [s.pass_index for s in scheduled]
-        if self.live.edit_target() != self._last_target:
+        if self.live.target() != self._last_target:
             # The edit now converges towards something else: passes started before count no more.
-            self._last_target = self.live.edit_target()
+            self._last_target = self.live.target()
             self.progress.restart(min(passes))
         settings = self.settings()
         seeds = [edit_seed(self.config.seed, step, view) for view in views]

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import torch
 
-from in2n.errors import In2nError
+from in2n.errors import ValueProblem
 
 
 def resolve_device(name: str) -> torch.device:
-    """Parse a device name and check that the device exists here, with a message that says what does."""
+    """Parse a device name and check that the device exists here; a ValueProblem saying what does otherwise."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise In2nError(
-            f"--pipeline.ip2p-device {name!r} is not a device name. Use cpu, cuda, cuda:N (N counts from 0) or mps."
-        ) from None
+        raise ValueProblem(name, "not a device name. Use cpu, cuda, cuda:N (N counts from 0) or mps.") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise In2nError(
-                f"--pipeline.ip2p-device {name} names a CUDA device, but no CUDA device is available on this machine. "
-                "Use --pipeline.ip2p-device cpu, or run on a machine with an NVIDIA GPU and a CUDA build of torch."
+            raise ValueProblem(
+                name,
+                "a CUDA device, but no CUDA device is available on this machine. Use cpu, or run on a machine "
+                "with an NVIDIA GPU and a CUDA build of torch.",
             )
         if device.index is not None and device.index >= count:
-            raise In2nError(
-                f"--pipeline.ip2p-device {name} does not exist: this machine has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}."
+            raise ValueProblem(
+                name, f"no such device: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}."
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise In2nError(f"--pipeline.ip2p-device {name}: Apple's MPS backend is not available here. Use cpu.")
+        raise ValueProblem(name, "Apple's MPS backend is not available here. Use cpu.")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise In2nError(f"--pipeline.ip2p-device {name}: only cpu, cuda and mps devices are supported.")
+        raise ValueProblem(name, "only cpu, cuda and mps devices are supported.")
     return device
 
 

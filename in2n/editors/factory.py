@@ -9,6 +9,7 @@ from in2n.editors.base import Editor
 from in2n.editors.devices import resolve_device
 from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
 from in2n.editors.loading import DEFAULT_IP2P_MODEL, editor_family
+from in2n.errors import option
 
 EditorFactory = Callable[[str], Editor]
 """Builds the editor of a training run, given the training device (e.g. "cuda:0"). The pipeline calls it once, when
@@ -33,10 +34,12 @@ class EditorConfig:
     max_edit_size: Optional[int] = None
     """Views larger than this on their long side are edited at this size and scaled back; default: the editor's
     native size, 512 for InstructPix2Pix and the editors fine-tuned from it, 768 for SDXL InstructPix2Pix."""
-    compile_editor: bool = False
+    compile_editor: Optional[bool] = None
     """Compile the editor's UNet with torch.compile (as CUDA graphs on CUDA), against the per-kernel launch overhead
-    that bounds a denoising step on a fast GPU. The first edits pay a one-off compile time, again for each new batch
-    or view size; where compiling fails, edits run uncompiled after a notice."""
+    that bounds a denoising step on a fast GPU. The first edit pays a one-off compile (about 35-50 s on an H200),
+    again for each new view size or number of views per edit; where compiling fails, edits run uncompiled after a
+    notice. Default (None): on when the editor runs on CUDA, where it made the edit 2.8x faster (bench/README.md); off
+    elsewhere (on a CPU the compile takes minutes)."""
 
 
 def build_editor(config: EditorConfig, training_device: str) -> Editor:
@@ -49,12 +52,15 @@ def build_editor(config: EditorConfig, training_device: str) -> Editor:
     from in2n.editors.ip2p import InstructPix2PixEditor
     from in2n.editors.sdxl import SdxlInstructPix2PixEditor
 
-    device = resolve_device(config.ip2p_device or training_device)
+    with option("--pipeline.ip2p-device"):
+        device = resolve_device(config.ip2p_device or training_device)
     editors = {SD_INSTRUCT_PIX2PIX: InstructPix2PixEditor, SDXL_INSTRUCT_PIX2PIX: SdxlInstructPix2PixEditor}
-    return editors[editor_family(config.ip2p_model)](
-        model=config.ip2p_model,
-        device=device,
-        full_precision=config.ip2p_use_full_precision,
-        max_edit_size=config.max_edit_size,
-        compile_unet=config.compile_editor,
-    )
+    compile_unet = config.compile_editor if config.compile_editor is not None else device.type == "cuda"
+    with option("--pipeline.ip2p-model"):
+        return editors[editor_family(config.ip2p_model)](
+            model=config.ip2p_model,
+            device=device,
+            full_precision=config.ip2p_use_full_precision,
+            max_edit_size=config.max_edit_size,
+            compile_unet=compile_unet,
+        )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from in2n.errors import In2nError
+from in2n.errors import ValueProblem
 from in2n.hub import ModelKind, model_file, model_source
 
 INSTRUCTION_EDITOR_CHANNELS = 8
@@ -84,22 +84,24 @@ def _names_a_component(entry: Any) -> bool:
 
 def detect_family(model: str, kind: ModelKind) -> EditorFamily:
     """The family of the editor a hub id or folder holds, from unet/config.json and model_index.json alone (a hub id's
-    weights are not fetched until the editor loads); an In2nError naming what it is when it is not an editor."""
+    weights are not fetched until the editor loads); a ValueProblem naming what it is when it is not an editor."""
     source = model_source(model, kind)
     configs = {}
     for filename in ("model_index.json", "unet/config.json"):
         path = model_file(source, filename, model, kind)
         if path is None:
-            raise In2nError(
-                f"{kind.option} {model} has no {filename}, so it is not a diffusers pipeline with a UNet. Use an "
-                f"instruction editor: {known_editors_text()}, by hub id or as a folder saved from one."
+            raise ValueProblem(
+                model,
+                f"no {filename}, so it is not a diffusers pipeline with a UNet. Use an instruction editor: "
+                f"{known_editors_text()}, by hub id or as a folder saved from one.",
             )
         configs[filename] = _read_json(path, model, kind)
     family, instead = family_of(configs["unet/config.json"], configs["model_index.json"])
     if family is None:
-        raise In2nError(
-            f"{kind.option} {model} is {instead}, not an instruction editor: in2n conditions every edit on the view "
-            f"it edits. Use an instruction editor: {known_editors_text()}, by hub id or as a folder saved from one."
+        raise ValueProblem(
+            model,
+            f"{instead}, not an instruction editor: in2n conditions every edit on the view it edits. Use an "
+            f"instruction editor: {known_editors_text()}, by hub id or as a folder saved from one.",
         )
     return family
 
@@ -108,10 +110,11 @@ def _read_json(path: Path, model: str, kind: ModelKind) -> Dict[str, Any]:
     try:
         content = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise In2nError(
-            f"{kind.option} {model}: {path} could not be read as JSON ({error}). Save the model again, or delete it "
-            "from the Hugging Face cache so that it is downloaded anew."
+        raise ValueProblem(
+            model,
+            f"{path} could not be read as JSON ({error}). Save the model again, or delete it from the Hugging Face "
+            "cache so that it is downloaded anew.",
         ) from None
     if not isinstance(content, dict):
-        raise In2nError(f"{kind.option} {model}: {path} is not a JSON object. Save the model again.")
+        raise ValueProblem(model, f"{path} is not a JSON object. Save the model again.")
     return content

@@ -77,7 +77,9 @@ class InstructionEditor(Editor, Generic[Embeddings]):
         self.cache_condition_latents = cache_condition_latents
         self.compiled_unet: Optional[CompiledModule] = None
         if compile_unet:
-            self.compiled_unet = CompiledModule(self.unet, device, f"{self.family.title} UNet")
+            self.compiled_unet = CompiledModule(
+                self.unet, device, f"{self.family.title} UNet", describe_call=self._describe_unet_call
+            )
             if device.type == "cuda":
                 # Convolutions on tensor cores run fastest in channels_last; the compiled UNet chooses its own layout.
                 self.vae.to(memory_format=torch.channels_last)
@@ -98,6 +100,11 @@ class InstructionEditor(Editor, Generic[Embeddings]):
     def unet_conditioning(self, embeddings: Embeddings, views: int, size: Tuple[int, int]) -> UnetConditioning:
         """The UNet's text conditioning for a batch of `views` views edited at `size` (height, width in pixels), rows
         laid out as the guidance needs them: text and image for every view, then image only, then neither."""
+
+    def _describe_unet_call(self, model_input: Tensor, *args: Any, **kwargs: Any) -> str:
+        """A UNet call's batch in words: three rows per view (see `denoise`), latents 1/vae_scale_factor of a view."""
+        views, (height, width) = model_input.shape[0] // 3, model_input.shape[-2:]
+        return f"edits of {views} view(s) at {width * self.vae_scale_factor}x{height * self.vae_scale_factor} px"
 
     def vae_needs_fp32(self, vae_config: Any) -> bool:
         """Whether the VAE must run in fp32 although the editor runs in fp16 (where it overflows in fp16)."""
@@ -224,13 +231,6 @@ class InstructionEditor(Editor, Generic[Embeddings]):
         check_batch(renders, originals, views, seeds)
         height, width = renders.shape[-2:]
         size = edit_size(height, width, self.max_edit_size, self.vae_scale_factor)
-        if max(height, width) > self.max_edit_size:
-            native = self.family.native_size
-            notice_once(
-                f"Views are {width}x{height}, above --pipeline.max-edit-size {self.max_edit_size} px on the long "
-                f"side: they are edited at {size[1]}x{size[0]} and scaled back ({self.family.title} works at "
-                f"{native} px and runs out of memory far above it)."
-            )
         generators = [view_generator(seed) for seed in seeds]
         schedules = self.schedules(generators, settings, noise_levels)
         renders_in = resize(renders, size)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch
 
 from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX, EditorFamily, detect_family
-from in2n.errors import In2nError
+from in2n.errors import ValueProblem
 from in2n.hub import ModelKind, load_pretrained
 
 if TYPE_CHECKING:
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 DEFAULT_IP2P_MODEL = "timbrooks/instruct-pix2pix"
 IP2P_KIND = ModelKind(
     title="InstructPix2Pix",
-    option="--pipeline.ip2p-model",
     marker="model_index.json",
     saved_with="`save_pretrained(...)` of a diffusers InstructPix2Pix pipeline (SD or SDXL)",
     example=DEFAULT_IP2P_MODEL,
@@ -31,7 +30,7 @@ _LOAD_OPTIONS: Dict[EditorFamily, Dict[str, Any]] = {
 
 
 def editor_family(model: str) -> EditorFamily:
-    """The family of the instruction editor `--pipeline.ip2p-model` names (see `in2n.editors.families`)."""
+    """The family of the instruction editor a hub id or folder holds (see `in2n.editors.families`)."""
     return detect_family(model, IP2P_KIND)
 
 
@@ -41,15 +40,16 @@ def load_ip2p_pipeline(model: str, dtype: torch.dtype, family: Optional[EditorFa
     Args:
         model: hub id or local folder.
         dtype: dtype of the networks.
-        family: the family the caller expects; an In2nError if the model is of another. None: any.
+        family: the family the caller expects; a ValueProblem if the model is of another. None: any.
     """
     import diffusers
 
     detected = editor_family(model)
     if family is not None and detected != family:
-        raise In2nError(
-            f"{IP2P_KIND.option} {model} is an {detected.title}, not an {family.title}. Build the editor with "
-            "in2n.editors.factory.build_editor, which picks the editor for the model."
+        raise ValueProblem(
+            model,
+            f"an {detected.title}, not an {family.title}. Build the editor with in2n.editors.factory.build_editor, "
+            "which picks the editor for the model.",
         )
     pipeline_class = getattr(diffusers, detected.pipeline_class)
     options = _LOAD_OPTIONS[detected]

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from in2n.errors import In2nError
+from in2n.runs.compat import allow_numpy_in_checkpoints
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 PARTIAL_SUFFIX = ".partial"
@@ -80,6 +81,8 @@ def resolve_checkpoint_folder(load_dir: Path) -> Path:
 
 
 def load_checkpoint_file(path: Path) -> Dict[str, Any]:
+    """A nerfstudio checkpoint (nerfacto's or in2n's) read with torch's safe unpickler, or a clear error."""
+    allow_numpy_in_checkpoints()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file fails deep inside the unpickler

@@ -1,8 +1,8 @@
 """Let torch >= 2.6 load nerfstudio checkpoints without turning off `weights_only`.
 
-nerfstudio 1.1.5 saves learning-rate schedulers whose state holds numpy scalars. `torch.load` now defaults to
-`weights_only=True` and refuses those globals, so `--load-dir`, `ns-render`, `ns-viewer` and `ns-export` fail
-with an UnpicklingError. Allow-listing exactly the numpy types involved keeps the safe loader in force.
+nerfstudio 1.1.5 saves learning-rate schedulers whose state holds numpy scalars. From torch 2.6 on, `torch.load`
+defaults to `weights_only=True` and refuses those globals, so `--load-dir`, `ns-render`, `ns-viewer` and `ns-export`
+fail with an UnpicklingError. Allow-listing exactly the numpy types involved keeps the safe loader in force.
 """
 
 from __future__ import annotations

@@ -57,10 +57,8 @@ class RunFolder:
 
     @property
     def is_edit(self) -> bool:
-        """Whether the run is an in2n edit (its pipeline is in2n's)."""
-        from in2n.pipeline import In2nPipelineConfig
-
-        return isinstance(self.config.pipeline, In2nPipelineConfig)
+        """Whether the run is an in2n edit: its pipeline is one of the plugin's (its class is defined in in2n)."""
+        return type(self.config.pipeline).__module__.split(".")[0] == "in2n"
 
 
 def read_run_folder(path: Path, option: str) -> RunFolder:

@@ -7,8 +7,8 @@ transform depends on the dataset's cameras, so the orbit is laid out in the scen
 and mapped through the transform the dataparser computes for the scene. The file keeps that transform under
 ``dataparser_transforms`` (ns-render ignores the key), so ``in2n-compare`` can tell when a run's frame is another one.
 
-The shipped path ``configs/camera_paths/synthetic_orbit.json`` is made for ``ORBIT_SCENE``, the scene of the demo and
-the tests; the tests check that it is in sync with this module. Regenerate it with
+The shipped path ``synthetic_orbit.json`` beside this module (package data) is made for ``ORBIT_SCENE``, the scene of
+the demo and the tests; the tests check that it is in sync with this module. Regenerate it with
 
     python -m in2n.synthetic.camera_path
 """
@@ -31,7 +31,7 @@ from in2n.synthetic.scene import SceneConfig, focal_length, look_at_origin, sphe
 
 ORBIT_SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
 """The scene the shipped camera path is made for (its frame depends on the scene's cameras)."""
-SHIPPED_CAMERA_PATH = Path(__file__).resolve().parents[2] / "configs" / "camera_paths" / "synthetic_orbit.json"
+SHIPPED_CAMERA_PATH = Path(__file__).resolve().parent / "synthetic_orbit.json"
 """The orbit around ORBIT_SCENE that the repository ships."""
 DECIMALS = 6
 """Numbers in the file are rounded to this many decimals, so regenerating it on another machine gives the same file."""

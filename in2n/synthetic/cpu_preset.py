@@ -1,4 +1,4 @@
-"""Command-line options for a nerfacto small enough to train on a laptop CPU in minutes.
+"""A nerfacto small enough to train on a laptop CPU in minutes, as config values and as command-line options.
 
 Shared by the demo, the tests and the benchmark; an in2n run must repeat the model options of the nerfacto
 run it edits, so both take them from here.
@@ -6,19 +6,32 @@ run it edits, so both take them from here.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
-SMALL_MODEL_ARGS: List[str] = [
-    "--pipeline.model.implementation", "torch",
-    "--pipeline.model.num-levels", "8",
-    "--pipeline.model.log2-hashmap-size", "15",
-    "--pipeline.model.hidden-dim", "32",
-    "--pipeline.model.hidden-dim-color", "32",
-    "--pipeline.model.num-proposal-samples-per-ray", "32", "16",
-    "--pipeline.model.num-nerf-samples-per-ray", "16",
-    "--pipeline.model.eval-num-rays-per-chunk", "4096",
-]  # fmt: skip
-"""nerfacto's options (shape-affecting ones included) for the small CPU model."""
+SMALL_MODEL: Dict[str, Any] = {
+    "implementation": "torch",
+    "num_levels": 8,
+    "log2_hashmap_size": 15,
+    "hidden_dim": 32,
+    "hidden_dim_color": 32,
+    "num_proposal_samples_per_ray": (32, 16),
+    "num_nerf_samples_per_ray": 16,
+    "eval_num_rays_per_chunk": 4096,
+}
+"""nerfacto's model options (shape-affecting ones included) for the small CPU model, as config field values."""
+
+
+def model_args(options: Dict[str, Any]) -> List[str]:
+    """Model options as ns-train takes them: `--pipeline.model.<name> <value> ...`."""
+    args: List[str] = []
+    for name, value in options.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        args += [f"--pipeline.model.{name.replace('_', '-')}", *map(str, values)]
+    return args
+
+
+SMALL_MODEL_ARGS: List[str] = model_args(SMALL_MODEL)
+"""SMALL_MODEL as ns-train options."""
 
 CPU_TRAINER_ARGS: List[str] = [
     "--machine.device-type", "cpu",

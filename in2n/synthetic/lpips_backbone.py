@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from in2n.lpips_weights import alexnet_weights_path
+from in2n.model import alexnet_weights_path
 
 
 def write_random_alexnet(torch_home: Path, seed: int = 0) -> Path:

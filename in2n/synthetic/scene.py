@@ -19,6 +19,8 @@ import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
+from in2n.process import prepare_process
+
 _WORLD_UP = np.array([0.0, 0.0, 1.0])
 _LIGHT_DIRECTION = np.array([0.4, 0.3, 1.0]) / np.linalg.norm([0.4, 0.3, 1.0])
 _AMBIENT = 0.25
@@ -391,6 +393,7 @@ class MakeSceneConfig(SceneConfig):
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-make-scene``."""
+    prepare_process()
     config = tyro.cli(MakeSceneConfig)
     transforms_path = write_scene(config.output_dir, config)
     CONSOLE.print(f"Wrote {config.num_views} views of {config.width}x{config.height} to {transforms_path}")

@@ -46,8 +46,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.table import Table
 
-from in2n.errors import In2nError
+from in2n.errors import In2nError, option
 from in2n.hub import ModelKind, load_pretrained
+from in2n.process import prepare_process
 
 if TYPE_CHECKING:
     from transformers import CLIPModel, CLIPProcessor
@@ -56,7 +57,6 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 """The CLIP the Instruct-NeRF2NeRF paper evaluates with."""
 CLIP_KIND = ModelKind(
     title="CLIP model",
-    option="--clip-model",
     marker="config.json",
     saved_with="`CLIPModel.save_pretrained(...)` and `CLIPProcessor.save_pretrained(...)`",
     example=DEFAULT_CLIP_MODEL,
@@ -214,7 +214,8 @@ class ClipEmbedder:
             # The model first: when nothing is cached, its error says so more plainly than the processor's.
             return CLIPModel.from_pretrained(source), CLIPProcessor.from_pretrained(source)
 
-        clip, processor = load_pretrained(load, model, CLIP_KIND)
+        with option("--clip-model"):
+            clip, processor = load_pretrained(load, model, CLIP_KIND)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return cls(clip.to(device).eval(), processor, device)
 
@@ -267,12 +268,12 @@ class ClipMetricsConfig:
 
 
 def _check_options(config: ClipMetricsConfig) -> None:
-    for option, caption in (
+    for flag, caption in (
         ("--original-caption", config.original_caption),
         ("--edited-caption", config.edited_caption),
     ):
         if not caption.strip():
-            raise In2nError(f'{option} is empty; describe the scene in a few words, e.g. "a photo of a man".')
+            raise In2nError(f'{flag} is empty; describe the scene in a few words, e.g. "a photo of a man".')
     if config.original_caption.strip() == config.edited_caption.strip():
         raise In2nError(
             f"--original-caption and --edited-caption are both {config.original_caption!r}, so there is no text "
@@ -336,6 +337,7 @@ def print_report(report: Dict[str, Any]) -> None:
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-eval``."""
+    prepare_process()
     config = tyro.cli(ClipMetricsConfig)
     report = evaluate(config)
     print_report(report)

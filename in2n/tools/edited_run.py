@@ -16,6 +16,7 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.engine.trainer import TrainerConfig
 from torch import Tensor
 
+from in2n.dataset_update.state import EditState, EditStateError
 from in2n.errors import In2nError
 from in2n.runs.checkpoints import load_checkpoint_file
 from in2n.runs.folder import RunFolder
@@ -55,13 +56,16 @@ def read_edited_run(run: RunFolder) -> EditedRun:
     """The edit state in the run's newest checkpoint; a clear error for runs that edited nothing."""
     checkpoint = run.require_checkpoint("--load-config", "export")
     state = load_checkpoint_file(checkpoint)
-    edit = state.get("in2n")
+    try:
+        edit = EditState.of_checkpoint(state)
+    except EditStateError as error:
+        raise In2nError(f"{checkpoint}: {error}") from None
     if edit is None:
         raise In2nError(
             f"{run.config_file} is a {run.config.method_name} run: its checkpoints hold no edit. Pass the config.yml "
             "of an in2n run (outputs/<scene>/in2n/<timestamp>/config.yml)."
         )
-    if not edit["edited_views"]:
+    if not edit.edited_images:
         raise In2nError(
             f"{checkpoint} (step {state['step']}) holds no edited view yet. Continue the edit (ns-train in2n "
             "--load-dir with this run's nerfstudio_models) until views are edited, then export."
@@ -69,8 +73,8 @@ def read_edited_run(run: RunFolder) -> EditedRun:
     return EditedRun(
         checkpoint=checkpoint,
         step=int(state["step"]),
-        edited_images=dict(zip(edit["edited_views"], edit["edited_images"], strict=True)),
-        num_views=len(edit["image_sizes"]),
+        edited_images=edit.edited_images,
+        num_views=edit.num_views,
     )
 
 
