@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 # The CPU/CUDA build of torch to install; override on a GPU machine if you need another one.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
-# Debian packages the demo (ffmpeg: videos) and the tests (chromium: the viewer in a browser) run.
-SYSTEM_COMMANDS := ffmpeg chromium
-SYSTEM_STAMP := $(VENV)/.system-packages
+# Debian packages the demo needs (ffmpeg: videos), and the tests besides it (chromium: the viewer in a browser).
+DEMO_COMMANDS := ffmpeg
+TEST_COMMANDS := ffmpeg chromium
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,20 +19,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-$(SYSTEM_STAMP): $(STAMP)
-	@missing=""; for command in $(SYSTEM_COMMANDS); do command -v $$command >/dev/null || missing="$$missing $$command"; done; \
+# Install the Debian packages among $(1) that are missing (as root, or through sudo).
+define install_commands
+	@missing=""; for command in $(1); do command -v $$command >/dev/null || missing="$$missing $$command"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
-	touch $(SYSTEM_STAMP)
+endef
 
-demo: $(SYSTEM_STAMP)
+demo: $(STAMP)
+	$(call install_commands,$(DEMO_COMMANDS))
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
-test: $(SYSTEM_STAMP)
+test: $(STAMP)
+	$(call install_commands,$(TEST_COMMANDS))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone: everything but the end-to-end runs of the real commands.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 # The benchmark, on CUDA when available: make bench BENCH_ARGS="--device cuda --quick" (bench/README.md).
 bench: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,9 +19,11 @@ from in2n.editors.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
 from in2n.model import alexnet_weights_path
 from in2n.tools.compare import STILL_NAME, VIDEO_NAME
+from in2n.tools.plot import PLOT_NAME
 from tests.helpers import flat, import_script, short_orbit
 
-DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SCRIPT = ROOT / "scripts" / "demo.py"
 
 
 @pytest.fixture(scope="module")
@@ -108,37 +111,35 @@ def test_stages_are_reused_until_one_changes(demo: ModuleType, tmp_path: Path):
 
 
 @pytest.mark.e2e
-def test_short_demo_writes_what_it_reports_and_reuses_it(
-    demo: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture
-):
-    # As on an offline machine without the AlexNet weights.
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    monkeypatch.setattr(demo, "reachable", lambda url: False)
-    config = demo.DemoConfig(
-        nerfacto_steps=30, edit_steps=6, camera_path=short_orbit(tmp_path / "orbit.json"), output_dir=tmp_path / "demo"
+def test_make_demo_writes_what_it_reports_and_reuses_it(tmp_path: Path):
+    """The README's `make demo`, shortened through DEMO_ARGS, on a machine offline and without the AlexNet weights."""
+    output = tmp_path / "demo"
+    args = (
+        f"--nerfacto-steps 30 --edit-steps 6 --camera-path {short_orbit(tmp_path / 'orbit.json')} --output-dir {output}"
     )
-    result = demo.run_demo(config)
-    captured = capfd.readouterr()
-    printed = flat(captured.out)
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "no-weights"), "HF_HUB_OFFLINE": "1"}
+    command = ["make", "-C", str(ROOT), "demo", f"DEMO_ARGS={args}"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    printed = flat(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    assert result.stages_run == ["scene", "nerfacto", "edit", "compare", "plot"]
     assert "Editor: negative, because there is no CUDA GPU" in printed and "RANDOM AlexNet weights" in printed
     titles = ["Generate the scene", "Train nerfacto (30 steps)", "Edit it with the negative", "Render before and after",
               "Plot the edit's progress"]  # fmt: skip
     for number, title in enumerate(titles):
         assert f"=== [{number + 1}/5] {title}" in printed
-    for path in (result.renders / STILL_NAME, result.renders / VIDEO_NAME, result.progress_plot):
+    renders = output / "before_after"
+    for path in (renders / STILL_NAME, renders / VIDEO_NAME, renders / PLOT_NAME):
         assert path.is_file() and str(path) in printed, path
-    assert result.progress_plot.parent == result.renders, "the plot beside the before/after"
-    still = np.asarray(Image.open(result.renders / STILL_NAME))
+    still = np.asarray(Image.open(renders / STILL_NAME))
     assert still.shape[1] >= 2 * 256, "each side at least 256 px wide"
-    warnings = [line for line in (captured.out + captured.err).splitlines() if "Warning:" in line]
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "Warning:" in line]
     assert warnings == [], "the dependencies' warnings are kept off the console"
-    for run_dir in (result.nerfacto_run, result.edited_run):
+    edited_run = output / "outputs" / "scene" / "in2n" / "demo"
+    for run_dir in (output / "outputs" / "scene" / "nerfacto" / "demo", edited_run):
         assert (run_dir / "config.yml").is_file() and str(run_dir) in printed, run_dir
-    assert f"ns-viewer --load-config {result.edited_run / 'config.yml'}" in printed
-    assert mediapy.read_video(result.renders / VIDEO_NAME).shape[0] == 6
+    assert f"ns-viewer --load-config {edited_run / 'config.yml'}" in printed
+    assert mediapy.read_video(renders / VIDEO_NAME).shape[0] == 6
 
-    again = demo.run_demo(config)
-    printed = flat(capfd.readouterr().out)
-    assert again.stages_run == [] and printed.count("Reusing") == 5
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and flat(again.stdout).count("Reusing") == 5
