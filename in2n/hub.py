@@ -67,7 +67,8 @@ def model_file(source: str, filename: str, model: str, kind: ModelKind) -> Optio
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(source, filename))
+        # HF_HUB_OFFLINE as it is now: huggingface_hub reads it once, when first imported.
+        return Path(hf_hub_download(source, filename, local_files_only=hub_offline()))
     except RemoteEntryNotFoundError:  # the repository exists and has no such file
         return None
     except Exception as error:  # hub, network and cache errors come in many types; all mean "not here"

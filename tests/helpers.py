@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +23,13 @@ ORBIT_STRIDE = 8
 def flat(text: str) -> str:
     """Console text with rich's line wrapping undone: words separated by single spaces."""
     return " ".join(text.split())
+
+
+def folder_state(folder: Path) -> Dict[str, Tuple[int, int]]:
+    """Every file below `folder`: (size, modification time in ns)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def random_images(batch: int, seed: int, height: int = 32, width: int = 48) -> torch.Tensor:

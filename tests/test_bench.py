@@ -249,6 +249,7 @@ def test_phase_memory_of_the_resident_set_on_linux():
     assert memory.overall_mb()["rss"] >= phases["allocate"]["rss"]["peak_mb"]
 
 
+@pytest.mark.e2e
 def test_launcher_reports_the_peak_memory_of_the_command(tmp_path: Path):
     size_mb = 300
     command = [sys.executable, "-c", f"b = bytearray({size_mb} * 1024 ** 2); print('done')"]
@@ -270,6 +271,7 @@ def test_train_args_come_last_and_reach_every_training_command(tmp_path: Path):
     assert args[-2:] == ["--pipeline.edit-count", "2"] and args[args.index("--timestamp") + 1] == "in2n-ours"
 
 
+@pytest.mark.e2e
 def test_device_cuda_without_cuda_exits_with_one_line(tmp_path: Path):
     # Run from another folder: the script finds the bench package beside it.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -328,6 +330,7 @@ def test_report_says_which_gpu_cuda_and_tiny_cuda_nn():
     assert "- CPU: Some Xeon, 16 cores (16 torch threads), 128 GB RAM; everything on the CPU, fp32." in markdown(cpu)
 
 
+@pytest.mark.e2e
 def test_the_lpips_probe_builds_the_network_both_ways(tmp_path: Path) -> None:
     for way in ("pretrained", "in2n"):
         result = subprocess.run(

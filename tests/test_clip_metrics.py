@@ -102,6 +102,7 @@ def captions() -> List[str]:
     return ["--original-caption", ORIGINAL_CAPTION, "--edited-caption", EDITED_CAPTION]
 
 
+@pytest.mark.e2e
 def test_cli_writes_the_report_computed_in_process(renders: Dict[str, Path], tmp_path: Path) -> None:
     report_path = tmp_path / "reports" / "report.json"
     result = in2n_eval(
@@ -149,6 +150,7 @@ def assert_fails_with(result: subprocess.CompletedProcess, *fragments: str) -> N
         assert fragment in message
 
 
+@pytest.mark.e2e
 def test_cli_rejects_renders_with_different_frame_counts(renders: Dict[str, Path], tmp_path: Path) -> None:
     shorter = write_frames(tmp_path / "shorter", [f"{i:05d}.png" for i in range(NUM_FRAMES - 1)], 1, np.ones(3))
     result = in2n_eval(
@@ -162,6 +164,7 @@ def test_cli_rejects_renders_with_different_frame_counts(renders: Dict[str, Path
     )
 
 
+@pytest.mark.e2e
 def test_cli_names_a_missing_folder(renders: Dict[str, Path], tmp_path: Path) -> None:
     missing = tmp_path / "renders" / "edited"
     result = in2n_eval(
@@ -171,6 +174,7 @@ def test_cli_names_a_missing_folder(renders: Dict[str, Path], tmp_path: Path) ->
     assert_fails_with(result, f"--edited {missing}: no such folder or file. Check the path")
 
 
+@pytest.mark.e2e
 def test_cli_explains_how_to_get_missing_weights_offline(renders: Dict[str, Path], tmp_path: Path) -> None:
     hf_home = tmp_path / "empty_hf_home"
     hf_home.mkdir()

@@ -119,6 +119,7 @@ def test_runs_of_different_datasets_are_refused_and_a_foreign_path_is_flagged(
     assert "may not look at the scene" in flat(capsys.readouterr().out)
 
 
+@pytest.mark.e2e
 def test_console_command_prints_the_message_without_traceback(tmp_path: Path):
     result = run([ns("in2n-compare"), "--original", tmp_path / "none.yml", "--edited", tmp_path / "none.yml"],
                  cwd=tmp_path, check=False)  # fmt: skip

@@ -85,6 +85,7 @@ def test_unreachable_servers_answer_false(demo: ModuleType):
     assert demo.reachable("https://127.0.0.1", timeout=2.0) is False
 
 
+@pytest.mark.e2e
 def test_stages_are_reused_until_one_changes(demo: ModuleType, tmp_path: Path):
     def stage(name: str, text: str, code: str = "") -> Any:
         folder = tmp_path / name

@@ -14,7 +14,7 @@ from PIL import Image
 
 from in2n.dataset_update.strips import STRIP_GROUP, edit_strip, log_edit_strips, strip_name, strips_due
 from in2n.editors.negative import negative_target
-from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
+from tests.conftest import SCENE
 from tests.helpers import read_rgb
 from tests.pipelines import make_pipeline
 
@@ -69,20 +69,19 @@ def test_the_pipeline_logs_strips_of_the_views_it_edits(scene: Path, event_stora
 
 
 @pytest.mark.e2e
-def test_strips_land_in_the_tensorboard_event_files(nerfacto_run: Path, scene: Path, workdir: Path) -> None:
+def test_strips_land_in_the_tensorboard_event_files(negative_run: Path, scene: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
-    run(in2n_args(nerfacto_run, workdir, "strips", "--max-num-iterations", "3", "--pipeline.editor", "negative",
-                  "--pipeline.edit-rate", "1", "--pipeline.edit-count", "2", "--pipeline.log-strips-every", "1",
-                  "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000",
-                  "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
-    events = EventAccumulator(str(in2n_run_dir(workdir, "strips")), size_guidance={IMAGES: 0})
+    events = EventAccumulator(str(negative_run), size_guidance={IMAGES: 0})
     events.Reload()
     tags = [tag for tag in events.Tags()[IMAGES] if tag.startswith(STRIP_GROUP)]
-    assert len(tags) == 6, events.Tags()[IMAGES]
+    strips = [(tag, event) for tag in tags for event in events.Images(tag)]
+    # Three views edited at every step, strips of them every 20 steps (NEGATIVE_OPTIONS).
+    steps = sorted({event.step for _, event in strips})
+    assert len(steps) >= 2 and all(step % 20 == 0 for step in steps), steps
+    assert len(strips) == 3 * len(steps), [tag for tag, _ in strips]
     train_images = NerfstudioDataParserConfig(data=scene).setup().get_dataparser_outputs("train").image_filenames
-    for tag in tags:
-        (event,) = events.Images(tag)
+    for tag, event in strips:
         assert (event.width, event.height) == (3 * SCENE.width, SCENE.height)
         strip = torch.from_numpy(np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")))
         original, render, edited = (strip.float() / 255).split(SCENE.width, dim=1)

@@ -117,6 +117,7 @@ def put_in_hub_cache(hub_cache: Path, repo_id: str, model: Path, only: Iterable[
         shutil.copytree(model, snapshot)
 
 
+@pytest.mark.e2e
 def test_hub_ids_are_read_through_the_hugging_face_cache(tiny_ip2p: Path, tiny_sdxl_ip2p: Path, tmp_path: Path) -> None:
     """Offline, a hub id in the cache loads as its family; one whose configs say text-to-image stops with the clear
     message although only its two small config files are in the cache (no weights are needed to tell)."""

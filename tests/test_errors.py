@@ -154,6 +154,7 @@ def test_format_error_is_one_prefixed_paragraph() -> None:
     assert text.startswith("in2n: error: ") and all(len(line) <= 100 for line in text.splitlines())
 
 
+@pytest.mark.e2e
 def test_ns_train_without_load_dir_prints_the_message_without_traceback(scene: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [ns("ns-train"), "in2n", "--machine.device-type", "cpu", "--vis", "tensorboard", "--output-dir",

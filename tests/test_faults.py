@@ -1,5 +1,6 @@
-"""Faults a user runs into, with the real ns-train: a finished edit run again, a full disk during a save, a --data
-that is not a dataset. Each gives one message, no traceback, and loses nothing."""
+"""Faults a user runs into, with the real ns-train: a full disk during a save, a --data that is not a dataset. Each
+gives one message, no traceback, and loses nothing. (A finished edit run again: tests/test_resume.py; a converged one:
+tests/test_progress_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -7,22 +8,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, Tuple
 
 import pytest
 
 from in2n.runs.checkpoints import load_checkpoint_file
-from tests.conftest import NEGATIVE_EDIT_STEPS, in2n_args, in2n_run_dir, run
+from tests.conftest import in2n_args, in2n_run_dir, run
 from tests.helpers import flat
 
 pytestmark = pytest.mark.e2e
-
-
-def folder_state(folder: Path) -> Dict[str, Tuple[int, int]]:
-    """Every file below `folder`: (size, modification time in ns)."""
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def error_message(result: subprocess.CompletedProcess) -> str:
@@ -30,18 +23,6 @@ def error_message(result: subprocess.CompletedProcess) -> str:
     text = flat(result.stderr)
     assert "in2n: error: " in text, text[-3000:]
     return text[text.index("in2n: error: ") + len("in2n: error: ") :]
-
-
-def test_running_a_finished_edit_again_says_so_and_writes_nothing(negative_run: Path, scene: Path, workdir: Path):
-    before = folder_state(negative_run)
-    result = run(in2n_args(negative_run / "nerfstudio_models", workdir, "again", "--max-num-iterations",
-                           NEGATIVE_EDIT_STEPS, "--pipeline.editor", "negative", "nerfstudio-data", "--data", scene),
-                 cwd=workdir)  # fmt: skip
-    output = flat(result.stdout + result.stderr)
-    assert result.returncode == 0 and "Traceback" not in output
-    assert f"this edit already ran its {NEGATIVE_EDIT_STEPS} steps" in output and "Nothing was written" in output
-    assert not in2n_run_dir(workdir, "again").exists(), "the run folder ns-train made is removed again"
-    assert folder_state(negative_run) == before
 
 
 def test_a_full_disk_during_a_save_keeps_the_last_checkpoint(

@@ -122,6 +122,7 @@ def run_callbacks(callbacks: List[TrainingCallback], step: int, location: Traini
         callback.run_callback_at_location(step, location)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("scaler", [False, True])
 def test_a_chunked_step_trains_the_model_as_the_whole_step_does(scene: Path, nerfacto_run: Path, scaler: bool) -> None:
     # The sampler trains the proposal networks at its first call (step 1000), then every other step: 1002, not 1001.

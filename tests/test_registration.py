@@ -51,6 +51,7 @@ def test_variants_share_the_base_everywhere_else() -> None:
     assert big.max_num_iterations == lite.max_num_iterations
 
 
+@pytest.mark.e2e
 def test_ns_train_help_lists_the_five_methods() -> None:
     result = subprocess.run([ns("ns-train"), "-h"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -61,6 +62,7 @@ def test_ns_train_help_lists_the_five_methods() -> None:
             assert f"{name} [External" not in text, f"nerfstudio's install placeholder for {name} is listed"
 
 
+@pytest.mark.e2e
 def test_ns_train_in2n_help_shows_our_options_not_an_install_hint() -> None:
     result = subprocess.run([ns("ns-train"), "in2n", "-h"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -71,6 +73,7 @@ def test_ns_train_in2n_help_shows_our_options_not_an_install_hint() -> None:
     assert "git+https://github.com/ayaanzhaque/instruct-nerf2nerf" not in text
 
 
+@pytest.mark.e2e
 def test_importing_the_plugin_changes_nothing_for_other_methods() -> None:
     """Every ns-* command imports every plugin: in2n's console and checkpoint loader are set up by its own methods and
     commands only. Checked in a fresh interpreter, as nerfstudio imports it while listing methods."""

@@ -13,6 +13,7 @@ import pytest
 
 from in2n.runs.checkpoints import PARTIAL_SUFFIX, checkpoints_in, load_checkpoint_file
 from tests.conftest import SCENE, in2n_args, in2n_run_dir, run
+from tests.helpers import flat, folder_state
 from tests.processes import start_process_group, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +124,13 @@ def test_killed_runs_resume_their_edit_and_a_kill_during_a_save_corrupts_nothing
     assert sorted(final["in2n"]["edited_views"]) == list(range(train_views))
     assert not list(run_dir.glob(f"*{PARTIAL_SUFFIX}")), "the interrupted save's temporary file is cleaned up"
     assert not [p for p in models.iterdir() if not re.fullmatch(r"step-\d+\.ckpt", p.name)]
+
+    # 4. Run again once finished: it says so, writes nothing, and removes the new run folder ns-train made.
+    before = folder_state(run_dir)
+    again = run(in2n_args(models, workdir, "again", "--max-num-iterations", EDIT_STEPS, "--pipeline.editor", "negative",
+                          "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+    output = flat(again.stdout + again.stderr)
+    assert again.returncode == 0 and "Traceback" not in output
+    assert f"this edit already ran its {EDIT_STEPS} steps" in output and "Nothing was written" in output
+    assert not in2n_run_dir(workdir, "again").exists(), "the run folder ns-train made is removed again"
+    assert folder_state(run_dir) == before
