@@ -133,7 +133,7 @@ def test_make_demo_writes_what_it_reports_and_reuses_it(tmp_path: Path):
     for path in (renders / STILL_NAME, renders / VIDEO_NAME, renders / PLOT_NAME):
         assert path.is_file() and str(path) in printed, path
     still = np.asarray(Image.open(renders / STILL_NAME))
-    assert still.shape[1] >= 2 * 256, "each side at least 256 px wide"
+    assert still.shape[1] == 2 * 96, "both runs side by side, each at the width asked for"
     warnings = [line for line in (result.stdout + result.stderr).splitlines() if "Warning:" in line]
     assert warnings == [], "the dependencies' warnings are kept off the console"
     edited_run = output / "outputs" / "scene" / "in2n" / "demo"
