@@ -38,8 +38,8 @@ class EditorConfig:
     """Compile the editor's UNet with torch.compile (as CUDA graphs on CUDA), against the per-kernel launch overhead
     that bounds a denoising step on a fast GPU. The first edit pays a one-off compile (about 35-50 s on an H200),
     again for each new view size or number of views per edit; where compiling fails, edits run uncompiled after a
-    notice. Default (None): on when the editor runs on CUDA, where it made the edit 2.8x faster (bench/README.md); off
-    elsewhere (on a CPU the compile takes minutes)."""
+    notice. Default (None): on when the editor runs on CUDA, where it made the edit 2.8x faster (measured on an H200);
+    off elsewhere (on a CPU the compile takes minutes)."""
 
 
 def build_editor(config: EditorConfig, training_device: str) -> Editor:
