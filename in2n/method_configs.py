@@ -27,7 +27,14 @@ from nerfstudio.plugins.types import MethodSpecification
 from in2n.data.datamanager import In2nDataManagerConfig
 from in2n.model import RENDER_CHUNK_RAYS, In2nModelConfig
 from in2n.pipeline import In2nPipelineConfig
+from in2n.runs.compat import allow_numpy_in_checkpoints
 from in2n.trainer import In2nTrainerConfig
+
+# nerfstudio imports this module in every ns-* command while it lists methods. The one thing done here is to let
+# torch's safe loader read the numpy scalars nerfstudio 1.1.5 writes into every checkpoint: without it, `ns-render`,
+# `ns-eval` and `ns-viewer` cannot open the nerfacto run an edit starts from (in2n-compare renders it). It only
+# widens torch's allow-list by those numpy types; the console and warnings stay untouched (in2n.process).
+allow_numpy_in_checkpoints()
 
 
 def base_config(method_name: str) -> In2nTrainerConfig:

@@ -1,9 +1,10 @@
 """What in2n's own commands and methods set up in the process they run in, and nothing else does.
 
-Every `ns-*` command imports every installed plugin while it lists methods, so importing in2n changes nothing: the
-console (errors shown as their message, dependencies' warnings kept off it) and torch's loader for nerfstudio's
-checkpoints are set up here, by `ns-train in2n`'s trainer, by an in2n pipeline (`ns-render` and `ns-viewer` on an
-in2n run build one before they load its checkpoint) and by the in2n-* tools, before they do anything else.
+Every `ns-*` command imports every installed plugin while it lists methods, so importing in2n leaves the console
+alone: errors shown as their message and dependencies' warnings kept off it are set up here, by `ns-train in2n`'s
+trainer, by an in2n pipeline (`ns-render` and `ns-viewer` on an in2n run build one before they load its checkpoint)
+and by the in2n-* tools, before they do anything else. Torch's loader for nerfstudio's checkpoints is also set up at
+discovery (`in2n.method_configs`), since nerfstudio's own commands need it for the nerfacto run an edit starts from.
 """
 
 from __future__ import annotations
