@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 # The CPU/CUDA build of torch to install; override on a GPU machine if you need another one.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test and make test-fast; each computes on one thread (tests/conftest.py), so two
+# fill two cores. Each test module stays on one worker; the trained runs the modules share are built once.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations 15
 # Debian packages the demo needs (ffmpeg: videos), and the tests besides it (chromium: the viewer in a browser).
 DEMO_COMMANDS := ffmpeg
 TEST_COMMANDS := ffmpeg chromium
@@ -35,11 +39,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(call install_commands,$(TEST_COMMANDS))
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The unit tests alone: everything but the end-to-end runs of the real commands.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PYTEST) -m "not e2e" $(PYTEST_ARGS)
 
 # The benchmark, on CUDA when available: make bench BENCH_ARGS="--device cuda --quick" (bench/README.md).
 bench: $(STAMP)

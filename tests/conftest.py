@@ -1,7 +1,12 @@
 """Shared fixtures: a generated scene, tiny InstructPix2Pix models (SD and SDXL), an offline LPIPS backbone, a trained
-nerfacto run.
+nerfacto run and its negative edit.
 
 Nothing here touches the network: the diffusion model and the AlexNet weights are random and built locally.
+
+`make test` runs the tests in two pytest-xdist workers. The scene and the trained runs are made once for both: the
+first worker to need one builds it under a file lock in the folder the workers share, the other waits and reuses it.
+Each worker, and every process it starts, computes on one thread, so two workers share the two cores instead of
+four threads fighting over them.
 """
 
 from __future__ import annotations
@@ -10,15 +15,28 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
+import torch
+from filelock import FileLock
 
 import in2n.console
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.ip2p import save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig, write_scene
+
+
+def under_xdist() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+if under_xdist():
+    # Set before any test starts a process, so that ns-train and the tools inherit it.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 BIN = Path(sys.executable).parent
 SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
@@ -73,16 +91,44 @@ def tiny_sdxl_ip2p(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random_ip2p(tmp_path_factory.mktemp("models") / "tiny-sdxl-ip2p", size="tiny-sdxl", seed=0)
 
 
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every worker of this pytest run sees (the session's own temporary folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if under_xdist() else base
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """The path `build(folder)` returns, built by one worker of this pytest run for all of them. A failure is raised
+    in each worker that asks (its message is kept beside the folder), without building again."""
+    root = shared_root(tmp_path_factory)
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            raise AssertionError(f"building {name} failed in another worker:\n{failed.read_text()}")
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                built = build(folder)
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}")
+                raise
+            done.write_text(str(built))
+        return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("scene")
-    write_scene(folder, SCENE)
-    return folder
+    def make(folder: Path) -> Path:
+        write_scene(folder, SCENE)
+        return folder
+
+    return built_once(tmp_path_factory, "scene", make)
 
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("runs")
+    """Where the shared runs, and the tests' own runs (each under its own name), are written."""
+    return built_once(tmp_path_factory, "runs", lambda folder: folder)
 
 
 def train_nerfacto(scene: Path, workdir: Path, experiment: str, method: str = "nerfacto", *extra: str) -> Path:
@@ -102,9 +148,9 @@ def train_nerfacto(scene: Path, workdir: Path, experiment: str, method: str = "n
 
 
 @pytest.fixture(scope="session")
-def nerfacto_run(scene: Path, workdir: Path) -> Path:
+def nerfacto_run(scene: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The nerfstudio_models folder of a small nerfacto trained on the scene."""
-    return train_nerfacto(scene, workdir, "scene")
+    return built_once(tmp_path_factory, "nerfacto-run", lambda _: train_nerfacto(scene, workdir, "scene"))
 
 
 def in2n_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:
@@ -129,12 +175,16 @@ NEGATIVE_LOG = "ns-train.log"
 
 
 @pytest.fixture(scope="session")
-def negative_run(nerfacto_run: Path, scene: Path, workdir: Path) -> Path:
+def negative_run(nerfacto_run: Path, scene: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of an in2n edit with the negative editor, which stops once converged (before
     NEGATIVE_EDIT_STEPS). Shared by the tests of convergence, held-out views, export, strips and the logger."""
-    result = run(in2n_args(nerfacto_run, workdir, "negative", "--max-num-iterations", NEGATIVE_EDIT_STEPS,
-                           *NEGATIVE_OPTIONS, "--pipeline.stop-when-converged", "True",
-                           "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
-    run_dir = in2n_run_dir(workdir, "negative")
-    (run_dir / NEGATIVE_LOG).write_text(result.stdout + result.stderr)
-    return run_dir
+
+    def edit(_: Path) -> Path:
+        result = run(in2n_args(nerfacto_run, workdir, "negative", "--max-num-iterations", NEGATIVE_EDIT_STEPS,
+                               *NEGATIVE_OPTIONS, "--pipeline.stop-when-converged", "True",
+                               "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+        run_dir = in2n_run_dir(workdir, "negative")
+        (run_dir / NEGATIVE_LOG).write_text(result.stdout + result.stderr)
+        return run_dir
+
+    return built_once(tmp_path_factory, "negative-run", edit)

@@ -116,7 +116,8 @@ def test_make_demo_writes_what_it_reports_and_reuses_it(tmp_path: Path):
     """The README's `make demo`, shortened through DEMO_ARGS, on a machine offline and without the AlexNet weights."""
     output = tmp_path / "demo"
     args = (
-        f"--nerfacto-steps 30 --edit-steps 6 --camera-path {short_orbit(tmp_path / 'orbit.json')} --output-dir {output}"
+        f"--nerfacto-steps 30 --edit-steps 6 --camera-path {short_orbit(tmp_path / 'orbit.json')} --render-width 96 "
+        f"--output-dir {output}"
     )
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "no-weights"), "HF_HUB_OFFLINE": "1"}
     command = ["make", "-C", str(ROOT), "demo", f"DEMO_ARGS={args}"]
