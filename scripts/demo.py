@@ -32,11 +32,11 @@ from urllib.parse import urlparse
 import torch
 import tyro
 
+import in2n.tools  # noqa: F401  (first of in2n: sets the console up before nerfstudio is imported)
 from in2n.editors.loading import DEFAULT_IP2P_MODEL
 from in2n.errors import In2nError
 from in2n.hub import looks_like_path
 from in2n.model import alexnet_weights_path
-from in2n.process import prepare_process
 from in2n.synthetic.camera_path import ORBIT_SCENE, SHIPPED_CAMERA_PATH
 from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
 from in2n.synthetic.lpips_backbone import write_random_alexnet
@@ -343,7 +343,6 @@ def print_summary(result: DemoResult, seconds: float) -> None:
 
 
 def main() -> None:
-    prepare_process()
     run_demo(tyro.cli(DemoConfig))
 
 

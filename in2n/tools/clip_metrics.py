@@ -48,7 +48,6 @@ from rich.table import Table
 
 from in2n.errors import In2nError, option
 from in2n.hub import ModelKind, load_pretrained
-from in2n.process import prepare_process
 
 if TYPE_CHECKING:
     from transformers import CLIPModel, CLIPProcessor
@@ -337,7 +336,6 @@ def print_report(report: Dict[str, Any]) -> None:
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-eval``."""
-    prepare_process()
     config = tyro.cli(ClipMetricsConfig)
     report = evaluate(config)
     print_report(report)

@@ -33,7 +33,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from in2n.console import notice
 from in2n.errors import In2nError
-from in2n.process import prepare_process
 from in2n.runs.folder import RunFolder, read_run_folder
 from in2n.synthetic.camera_path import SHIPPED_CAMERA_PATH
 
@@ -319,7 +318,6 @@ def compare(config: CompareConfig) -> Comparison:
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-compare``."""
-    prepare_process()
     comparison = compare(tyro.cli(CompareConfig))
     CONSOLE.print(f"Before/after video (original left, edited right): {comparison.video}")
     CONSOLE.print(f"Before/after still (middle frame): {comparison.still}")

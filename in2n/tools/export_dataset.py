@@ -26,7 +26,6 @@ from PIL import Image
 from torch import Tensor
 
 from in2n.errors import In2nError
-from in2n.process import prepare_process
 from in2n.runs.folder import read_run_folder
 from in2n.tools.edited_run import (
     EditedRun,
@@ -199,5 +198,4 @@ def write_atomically(output_dir: Path, write: Callable[[Path], None]) -> None:
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-export``."""
-    prepare_process()
     tyro.cli(ExportEditedDataset).main()

@@ -18,7 +18,6 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from in2n.dataset_update.progress import CSV_NAME, EditProgress, ProgressRecord, read_progress_csv
 from in2n.errors import In2nError
-from in2n.process import prepare_process
 from in2n.runs.folder import RunFolder, read_run_folder
 
 PLOT_NAME = "edit_progress.png"
@@ -130,7 +129,6 @@ def plot_run(run: RunFolder, output: Optional[Path] = None) -> Path:
 
 def entrypoint() -> None:
     """Command-line entry point of ``in2n-plot``."""
-    prepare_process()
     config = tyro.cli(PlotConfig)
     path = plot_run(read_run_folder(config.run, "in2n-plot"), config.output)
     CONSOLE.print(f"Edit progress plotted in {path}")
