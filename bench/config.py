@@ -9,7 +9,9 @@ from typing import Literal, Optional, Tuple
 from in2n.editors.families import SD_INSTRUCT_PIX2PIX, SDXL_INSTRUCT_PIX2PIX
 from in2n.synthetic.ip2p import IP2P_SHAPES, IP2PSize
 
-Variant = Literal["in2n-big", "in2n", "in2n-lite"]
+Variant = Literal["in2n-big", "in2n", "in2n-lite", "in2n-splat", "in2n-splat-lite"]
+NERF_VARIANTS: Tuple[Variant, ...] = ("in2n-big", "in2n", "in2n-lite")
+SPLAT_VARIANTS: Tuple[Variant, ...] = ("in2n-splat", "in2n-splat-lite")
 Mode = Literal["ours", "reference", "compiled"]
 Precision = Literal["fp16", "fp32"]
 DeviceName = Literal["cpu", "cuda"]
@@ -27,9 +29,9 @@ class BenchConfig:
     device: Optional[DeviceName] = None
     """Where everything runs: cpu or cuda; default: cuda when a CUDA device is available, else cpu."""
     quick: bool = False
-    """A shorter run (under 5 minutes on one modern GPU): medians of 3 edits, a 3 s GPU warm-up, training measured
-    the package's way only (the reference's training step differs only by its editor), 2 edit intervals per
-    concurrency mode, no ns-render measurement."""
+    """A shorter run: medians of 3 edits, a 3 s GPU warm-up, training measured the package's way only (the
+    reference's training step differs only by its editor), 2 edit intervals per concurrency mode, no ns-render
+    measurement and no time to converged. Without the splat variants it took under 5 minutes on one H200."""
     sizes: Optional[Tuple[int, ...]] = None
     """Square view sizes (px) the edit is timed at; default: the model's edit size (512 px; 768 for SDXL) on CUDA,
     half of it and it on the CPU. `--sizes` with no value skips the edit measurements."""
@@ -54,8 +56,10 @@ class BenchConfig:
     """Where the model, scenes, runs, logs and the results (bench.json, bench.md) go."""
     skip_training: bool = False
     """Skip the subprocess measurements: NeRF training (step times, memory) and ns-render on the run it writes."""
-    variants: Tuple[Variant, ...] = ("in2n-big", "in2n", "in2n-lite")
-    """Methods whose training speed and peak memory are measured (none: `--variants` with no names)."""
+    variants: Optional[Tuple[Variant, ...]] = None
+    """Methods whose training speed and peak memory are measured (none: `--variants` with no names). Default: all five
+    on CUDA; the three NeRF ones on the CPU, where splats render through a pure-torch route meant for tests, whose
+    speed says nothing about a GPU (name in2n-splat to measure it anyway)."""
     train_steps: int = 6
     """Timed training steps without an edit per variant (after one untimed warm-up step), reported as their mean:
     nerfacto trains its proposal networks on one step in six (from step 5000 on), so 6 consecutive steps are one
@@ -76,6 +80,13 @@ class BenchConfig:
     """Methods whose training is also measured with --pipeline.compile-editor True (the edit's UNet compiled): step
     times, the one-off compile in the first edit step, peak memory. Default: in2n on CUDA; none on the CPU (compiling
     the SD-1.5 UNet takes many minutes there). `--compiled-variants` with no names skips it."""
+    convergence_variants: Optional[Tuple[Variant, ...]] = None
+    """Methods whose whole edit of the device's scene is run until it converges (--pipeline.stop-when-converged True)
+    with the negative editor, which edits in no time: the steps, the edits and the wall time the scene takes to absorb
+    an edit, with each method's own schedule. The report adds an estimate with InstructPix2Pix from the edit
+    measurements. Default: in2n-lite and in2n-splat on CUDA without --quick; none on the CPU, where the runs take tens
+    of minutes.
+    `--convergence-variants` with no names skips it."""
     concurrency_variant: Optional[Variant] = "in2n-lite"
     """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
     concurrency_intervals: Optional[int] = None
@@ -115,6 +126,10 @@ class Plan:
     """Views per edit the compiled editor is timed with (none: not measured)."""
     compiled_variants: Tuple[Variant, ...]
     """Methods whose training is also measured with the compiled editor."""
+    variants: Tuple[Variant, ...] = NERF_VARIANTS
+    """Methods whose training is measured."""
+    convergence_variants: Tuple[Variant, ...] = ()
+    """Methods whose edit is run until it converges."""
 
 
 def native_edit_size(model_size: IP2PSize) -> int:
@@ -153,5 +168,15 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
         compile_views=tuple(compile_views),
         compiled_variants=tuple(
             config.compiled_variants if config.compiled_variants is not None else (("in2n",) if cuda else ())
+        ),
+        variants=tuple(
+            config.variants
+            if config.variants is not None
+            else (NERF_VARIANTS + SPLAT_VARIANTS if cuda else NERF_VARIANTS)
+        ),
+        convergence_variants=tuple(
+            config.convergence_variants
+            if config.convergence_variants is not None
+            else (("in2n-lite", "in2n-splat") if cuda and not config.quick else ())
         ),
     )

@@ -21,6 +21,7 @@ TRAIN_ROWS: Dict[str, Tuple[str, float]] = {
     "setup_s": ("setup: scene, checkpoint, InstructPix2Pix (s)", 1.0),
     "step_s": ("ms per training step without edit", 1000.0),
     "edit_step_s": ("ms per training step with an edit", 1000.0),
+    "edit_step_per_view_s": ("ms per edited view in a step with an edit", 1000.0),
     "steps_per_s": ("steps/s without editing", 1.0),
     "steps_per_s_with_editing": ("steps/s with editing", 1.0),
     "peak_rss_mb": ("peak memory, RSS (MB)", 1.0),
@@ -254,11 +255,13 @@ def training_lines(results: Dict[str, Any]) -> List[str]:
     ]
     for variant, modes in training.items():
         for key, (label, factor) in TRAIN_ROWS.items():
-            if not any(key in mode for mode in measured):
+            # Rows a variant's measurement does not have (a splat's per-view time, a NeRF's with the older harness).
+            if not any(key in modes[mode] for mode in TRAINING_MODES if mode in modes):
                 continue
             derived = key == "steps_per_s_with_editing"
             if derived:
-                label = f"{label} every {measured[0]['edit_rate']} steps"
+                first = next(modes[mode] for mode in TRAINING_MODES if mode in modes)
+                label = f"{label} every {first.get('edit_interval', first['edit_rate'])} steps"
             cells = [
                 number(modes[mode][key] * factor, derived) if mode in modes else NOT_MEASURED
                 for mode in ("ours", "reference")
@@ -313,6 +316,42 @@ def compiled_training_lines(training: Dict[str, Any]) -> List[str]:
                 f"{number(edit[1] * 1000)} | {number(edit[1] / edit[0])} |"
             )
     return lines + [""]
+
+
+def convergence_lines(results: Dict[str, Any]) -> List[str]:
+    """Whole edits run until they converged, with the negative editor, and the estimate with InstructPix2Pix."""
+    lines = [
+        "## Time to converged (each method's schedule; the negative editor, which edits in no time)",
+        "",
+        "| variant | converged | steps | passes | edits | wall time (s) | peak RSS (MB) | with InstructPix2Pix, "
+        "estimated (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, run in results["convergence"].items():
+        per_view = edit_seconds_per_view(results, run["views_per_call"])
+        estimate = number(run["wall_s"] + run["edits"] * per_view, derived=True) if per_view else NOT_MEASURED
+        converged = "yes" if run["converged"] else f"no (stopped at {run['step_limit']} steps)"
+        lines.append(
+            f"| {variant} | {converged} | {run['steps']} | {run['passes']} | {run['edits']} | "
+            f"{number(run['wall_s'])} | {number(run['peak_rss_mb'])} | {estimate} |"
+        )
+    return lines + [
+        "",
+        "Estimated (*): the wall time plus the edits times the seconds per view of the edit table (ours, the largest "
+        "size, fp16 where measured, the variant's views per diffusion call).",
+        "",
+    ]
+
+
+def edit_seconds_per_view(results: Dict[str, Any], views: int) -> Optional[float]:
+    """Seconds per view of the package's edits at the largest size measured, fp16 if measured, `views` per call (or
+    the nearest number measured)."""
+    if not results.get("edit"):
+        return None
+    by_size = results["edit"][max(results["edit"], key=int)]["edits"]
+    by_views = by_size.get("fp16") or next(iter(by_size.values()))
+    nearest = min(by_views, key=lambda count: abs(int(count) - views))
+    return by_views[nearest]["ours"]["total"]
 
 
 def concurrency_lines(results: Dict[str, Any]) -> List[str]:
@@ -399,6 +438,10 @@ def note_lines(results: Dict[str, Any]) -> List[str]:
             f"edit_rate / ((edit_rate - 1) x step + edit step). {precision[0].upper()}{precision[1:]}; in2n-lite has "
             "no LPIPS and 4096 rays per step instead of 16384. The phases of a step with an edit: the render of the "
             "view to edit, the edit, and the rest (NeRF forward and backward passes and the optimizer).",
+            "- in2n-splat and in2n-splat-lite edit splatfacto (on CUDA gsplat's kernels; on the CPU the pure-torch "
+            "route, whose speed says nothing about a GPU) in passes: their step with an edit is a pass over every "
+            "view, its edits batched 4 (in2n-splat) or 1 (in2n-splat-lite) per diffusion call, and steps/s with "
+            "editing = pass_every / ((pass_every - 1) x step + pass step).",
             "- Peak memory of a process: the peak resident set size of it and its children (os.wait4, in a small "
             "launcher process so that the harness's own memory is not counted), and on CUDA the allocator's peaks.",
         ]
@@ -414,6 +457,8 @@ def markdown(results: Dict[str, Any]) -> str:
         lines += edit_lines(results)
     if results.get("training"):
         lines += training_lines(results)
+    if results.get("convergence"):
+        lines += convergence_lines(results)
     if "concurrency" in results:
         lines += concurrency_lines(results)
     if "render" in results:

@@ -1,17 +1,20 @@
 """The measurements that run ns-train and ns-render, each in a process of its own: training steps per variant and
-mode, training over whole edit intervals with edits beside training or stopping it, and ns-render on the run written."""
+mode, training over whole edit intervals with edits beside training or stopping it, whole edits until they converge,
+and ns-render on the run written."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
-from bench.config import BenchConfig, Plan
+from bench.config import SPLAT_VARIANTS, BenchConfig, Plan
 from bench.profiling import ratios
 from bench.progress import log
-from bench.training import NERFACTO_STEPS, training_setup
+from bench.training import METHODS, NERFACTO_STEPS, SPLATFACTO_STEPS, model_args, training_setup
 from bench.workers import nerfstudio_command, run_measured, run_worker_process
+from in2n.runs.checkpoints import checkpoints_in, load_checkpoint_file
 from in2n.synthetic.scene import write_scene
 
 
@@ -27,18 +30,28 @@ class RunFolders:
     """The checkpoints of the nerfacto run every in2n run starts from."""
     model: Path
     """The saved InstructPix2Pix."""
+    splat_load_dir: Optional[Path] = None
+    """The checkpoints of the splatfacto run every splat edit starts from (when a splat edit is measured)."""
+
+    def base_of(self, variant: str) -> Path:
+        """The checkpoints the variant's edit starts from."""
+        if variant in SPLAT_VARIANTS:
+            assert self.splat_load_dir is not None, "no splatfacto run was trained"
+            return self.splat_load_dir
+        return self.load_dir
 
 
-def in2n_args(config: BenchConfig, folders: RunFolders, name: str) -> List[str]:
+def in2n_args(config: BenchConfig, folders: RunFolders, name: str, variant: str = "in2n") -> List[str]:
     """ns-train options of an in2n training measurement named `name`, ending with the user's --train-args."""
-    return ["--pipeline.datamanager.data", str(folders.scene), "--load-dir", str(folders.load_dir),
+    return ["--pipeline.datamanager.data", str(folders.scene), "--load-dir", str(folders.base_of(variant)),
             "--pipeline.ip2p-model", str(folders.model), "--pipeline.prompt", config.prompt,
             "--pipeline.diffusion-steps", str(config.steps), "--output-dir", str(folders.work / "runs"),
             "--experiment-name", "scene", "--timestamp", name, *config.train_args]  # fmt: skip
 
 
 def train_nerfacto(plan: Plan, work: Path, model: Path, env: Dict[str, str]) -> RunFolders:
-    """Generate the device's scene and train nerfacto on it for a few steps; the folders of the in2n runs."""
+    """Generate the device's scene and train nerfacto on it for a few steps (and splatfacto, when a splat edit is
+    measured); the folders of the in2n runs."""
     setup = training_setup(plan.device)
     scene = work / "scenes" / "train"
     write_scene(scene, setup.scene)
@@ -50,7 +63,20 @@ def train_nerfacto(plan: Plan, work: Path, model: Path, env: Dict[str, str]) -> 
          "--experiment-name", "scene", "--timestamp", "nerfacto", "nerfstudio-data", "--data", scene],
         work / "logs" / "nerfacto.log", env,
     )  # fmt: skip
-    return RunFolders(work, scene, work / "runs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models", model)
+    splat_load_dir = None
+    if set(SPLAT_VARIANTS) & {*plan.variants, *plan.convergence_variants}:
+        method = setup.splatfacto
+        log(f"{method}, {SPLATFACTO_STEPS} steps (the splats the splat edits edit)")
+        run_measured(
+            [*nerfstudio_command("train"), method, *setup.trainer_args, *setup.splat_args, "--vis", "tensorboard",
+             "--max-num-iterations", SPLATFACTO_STEPS, "--steps-per-save", SPLATFACTO_STEPS,
+             "--output-dir", work / "runs", "--experiment-name", "scene", "--timestamp", "splatfacto",
+             "nerfstudio-data", "--data", scene],
+            work / "logs" / "splatfacto.log", env,
+        )  # fmt: skip
+        splat_load_dir = work / "runs" / "scene" / method / "splatfacto" / "nerfstudio_models"
+    models = work / "runs" / "scene" / "nerfacto" / "nerfacto" / "nerfstudio_models"
+    return RunFolders(work, scene, models, model, splat_load_dir)
 
 
 def measure_runs(
@@ -68,13 +94,13 @@ def measure_runs(
     common = {"device": plan.device, "warm_up_s": plan.warm_up_s}
 
     training: Dict[str, Any] = results.setdefault("training", {})
-    for variant in config.variants:
+    for variant in plan.variants:
         training[variant] = {}
         modes = [*plan.training_modes, *(["compiled"] if variant in plan.compiled_variants else [])]
         for mode in modes:
             log(f"training {variant}, {mode}")
             # The compiled mode's option comes last, after any --train-args, so that the measurement is what it says.
-            args = [*in2n_args(config, folders, f"{variant}-{mode}"),
+            args = [*in2n_args(config, folders, f"{variant}-{mode}", variant),
                     *(["--pipeline.compile-editor", "True"] if mode == "compiled" else [])]  # fmt: skip
             spec = {**common, "variant": variant, "mode": mode, "steps": config.train_steps,
                     "edits": config.train_edits, "args": args}  # fmt: skip
@@ -92,7 +118,7 @@ def measure_runs(
         for mode, concurrent in (("ours", "on"), ("reference", "off")):
             log(f"training {variant} over whole edit intervals, edits beside training: {concurrent}")
             # The mode's option comes last, after any --train-args, so that the measurement is what it says.
-            args = [*in2n_args(config, folders, f"{variant}-concurrent-{concurrent}"),
+            args = [*in2n_args(config, folders, f"{variant}-concurrent-{concurrent}", variant),
                     "--pipeline.concurrent-edits", concurrent]  # fmt: skip
             spec = {**common, "variant": variant, "intervals": plan.concurrency_intervals, "args": args}
             concurrency[mode] = run_worker_process("train-interval", spec, work, f"concurrent-{concurrent}", env)
@@ -101,9 +127,15 @@ def measure_runs(
         results["concurrency"] = concurrency
         save()
 
-    runs = [modes["ours"] for modes in training.values() if "ours" in modes] + (
-        [concurrency["ours"]] if concurrency else []
-    )
+    if plan.convergence_variants:
+        convergence: Dict[str, Any] = results.setdefault("convergence", {})
+        for variant in plan.convergence_variants:
+            log(f"{variant} with the negative editor until the edit converges")
+            convergence[variant] = measure_convergence(config, plan, folders, variant, env)
+            save()
+
+    runs = [modes["ours"] for variant, modes in training.items() if "ours" in modes and variant not in SPLAT_VARIANTS]
+    runs += [concurrency["ours"]] if concurrency else []
     if plan.measure_render and runs:
         results["render"] = measure_render(plan, work, model, runs[0]["run_config"], env)
         save()
@@ -126,3 +158,44 @@ def measure_render(plan: Plan, work: Path, model: Path, run_config: str, env: Di
     render = {"ours": {"ip2p_load_s": 0.0, **ours}, "reference": reference}
     render["ratio"] = ratios(render["ours"], render["reference"])
     return render
+
+
+CONVERGENCE_PASSES = 10
+"""The longest edit a convergence run may take, in passes over the views: twice the default --pipeline.min-passes, so
+that an edit whose trend flattens after a few passes stops well before."""
+
+
+def measure_convergence(
+    config: BenchConfig, plan: Plan, folders: RunFolders, variant: str, env: Dict[str, str]
+) -> Dict[str, Any]:
+    """A whole edit with the method's own schedule and the negative editor (which edits in no time: what is measured
+    is the scene absorbing the edit, the renders for the edits and the training), until the convergence criterion
+    stops it or CONVERGENCE_PASSES passes ran: wall time, steps, edits, peak memory."""
+    setup = training_setup(plan.device)
+    pipeline = METHODS[variant].config.pipeline
+    views = math.ceil(setup.scene.num_views * 0.9)  # nerfstudio-data's default training split
+    steps_per_pass = pipeline.pass_every if pipeline.edit_schedule == "passes" else views * pipeline.edit_rate
+    limit = CONVERGENCE_PASSES * steps_per_pass
+    name = f"{variant}-converge"
+    command = [
+        *nerfstudio_command("train"), variant, *setup.trainer_args, *model_args(variant, setup), "--vis",
+        "tensorboard", "--load-dir", folders.base_of(variant), "--output-dir", folders.work / "runs",
+        "--experiment-name", "scene", "--timestamp", name, "--pipeline.editor", "negative",
+        "--pipeline.stop-when-converged", "True", "--max-num-iterations", limit, "--steps-per-save", limit,
+        "--steps-per-eval-image", limit, *config.train_args, "nerfstudio-data", "--data", folders.scene,
+    ]  # fmt: skip
+    usage = run_measured(command, folders.work / "logs" / f"{name}.log", env)
+    models = folders.work / "runs" / "scene" / variant / name / "nerfstudio_models"
+    found = checkpoints_in(models)
+    state = load_checkpoint_file(found[max(found)])
+    start = load_checkpoint_file(max(checkpoints_in(folders.base_of(variant)).values()))
+    edit = state["in2n"]
+    return {
+        **usage,
+        "converged": edit.get("stopped_at_length") is not None,
+        "steps": int(state["step"]) - int(start["step"]),
+        "step_limit": limit,
+        "edits": int(edit["schedule"]["views_edited"]),
+        "passes": int(edit["schedule"]["passes_completed"]),
+        "views_per_call": int(pipeline.edit_count),
+    }

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import tyro
 from torch import Tensor, nn
 
+from bench.config import SPLAT_VARIANTS
 from bench.devices import warm_up
 from bench.memory import PhaseMemory
 from bench.profiling import Phases, clock, median
@@ -18,14 +19,23 @@ from bench.reference_editor import ReferenceModeEditor
 from in2n.dataset_update.background import edits_run_concurrently
 from in2n.editors.base import Editor, EditSettings
 from in2n.editors.factory import build_editor
-from in2n.method_configs import in2n, in2n_big, in2n_lite
-from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.method_configs import in2n, in2n_big, in2n_lite, in2n_splat, in2n_splat_lite
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS, SMALL_SPLAT_ARGS
 from in2n.synthetic.scene import SceneConfig
 from in2n.trainer import In2nTrainer, In2nTrainerConfig
 
-METHODS = {"in2n-big": in2n_big, "in2n": in2n, "in2n-lite": in2n_lite}
+METHODS = {
+    "in2n-big": in2n_big,
+    "in2n": in2n,
+    "in2n-lite": in2n_lite,
+    "in2n-splat": in2n_splat,
+    "in2n-splat-lite": in2n_splat_lite,
+}
 NERFACTO_STEPS = 10
 """Steps of the nerfacto run the in2n runs start from; its quality does not change their speed."""
+SPLATFACTO_STEPS = 10
+"""Steps of the splatfacto run the splat edits start from: its Gaussians are the scene's point cloud, one per point
+(splatfacto densifies from step 500 on), and their number, not their quality, sets the speed."""
 EDITED_RUN_STEPS = 30000
 """Timed steps are numbered as in an edit of a nerfacto trained for nerfstudio's default 30000 steps. The number
 matters: nerfacto trains its proposal networks at every step below step 10, every other step at step 500 and every
@@ -46,27 +56,41 @@ class TrainingSetup:
     """Trainer options every run on the device needs."""
     description: str
     """One line for the report."""
+    splat_args: Tuple[str, ...] = ()
+    """splatfacto's options, the same for the splatfacto run and the splat edits that load it."""
+    splatfacto: str = "splatfacto"
+    """The method that trains the splats the splat edits start from."""
 
 
 CPU_SETUP = TrainingSetup(
-    scene=SceneConfig(num_views=20, width=64, height=48, seed=0),
+    scene=SceneConfig(num_views=20, width=64, height=48, seed=0, points=4000),
     model_args=tuple(SMALL_MODEL_ARGS),
     trainer_args=tuple(CPU_TRAINER_ARGS),
-    description="CPU preset: small nerfacto, 20 generated views of 64x48",
+    description="CPU preset: small nerfacto (splats: in2n-splatfacto, 4000 Gaussians), 20 generated views of 64x48",
+    splat_args=tuple(SMALL_SPLAT_ARGS),
+    splatfacto="in2n-splatfacto",
 )
-"""The small CPU preset, as in the end-to-end tests."""
+"""The small CPU preset, as in the end-to-end tests (splats render through the pure-torch route there)."""
 CUDA_SETUP = TrainingSetup(
     # One ray per pixel: the generator runs on the CPU, and anti-aliasing does not change the cost of training.
-    scene=SceneConfig(num_views=24, width=512, height=384, seed=0, supersample=1),
+    scene=SceneConfig(num_views=24, width=512, height=384, seed=0, supersample=1, points=100_000),
     model_args=(),
     trainer_args=("--machine.device-type", "cuda", "--viewer.quit-on-train-completion", "True"),
-    description="nerfacto's default model, 24 generated views of 512x384",
+    description="nerfacto's and splatfacto's default models (splats: 100000 Gaussians from the scene's point "
+    "cloud), 24 generated views of 512x384",
 )
-"""nerfacto's defaults (tiny-cuda-nn when installed, else its pure-torch hash grid), as a user runs it."""
+"""nerfacto's defaults (tiny-cuda-nn when installed, else its pure-torch hash grid) and splatfacto's (gsplat's
+kernels), as a user runs them. A splatfacto of a real capture trained 30000 steps holds millions of Gaussians; the
+splats' step time grows with their number."""
 
 
 def training_setup(device: str) -> TrainingSetup:
     return CUDA_SETUP if device.startswith("cuda") else CPU_SETUP
+
+
+def model_args(method: str, setup: TrainingSetup) -> Tuple[str, ...]:
+    """The setup's model options for the method's kind of scene."""
+    return setup.splat_args if method in SPLAT_VARIANTS else setup.model_args
 
 
 def trainer_config(method: str, args: Sequence[str], setup: TrainingSetup) -> In2nTrainerConfig:
@@ -74,7 +98,7 @@ def trainer_config(method: str, args: Sequence[str], setup: TrainingSetup) -> In
     return tyro.cli(
         tyro.conf.FlagConversionOff[In2nTrainerConfig],
         default=copy.deepcopy(METHODS[method].config),
-        args=[*setup.model_args, *setup.trainer_args, "--vis", "tensorboard", *args],
+        args=[*model_args(method, setup), *setup.trainer_args, "--vis", "tensorboard", *args],
     )
 
 
@@ -170,8 +194,17 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     rate = loop.config.edit_rate
     first = EDITED_RUN_STEPS + 1
-    plain_steps = [s for s in range(first, first + (spec["steps"] + 1) * rate) if s % rate][: spec["steps"] + 1]
-    edit_steps = [EDITED_RUN_STEPS + rate * k for k in range(1, spec["edits"] + 2)]
+    if loop.config.edit_schedule == "passes":
+        # Passes count from the edit's first step: number it as the first step of an edit of a 30000-step run. A step
+        # with an edit is a pass over every view.
+        interval, views_per_edit = loop.config.pass_every, loop.images.num_views
+        loop.begin(first, loop.length)
+        plain_steps = list(range(first + 1, first + spec["steps"] + 2))
+        edit_steps = [first + interval * k for k in range(spec["edits"] + 1)]
+    else:
+        interval, views_per_edit = rate, loop.config.edit_count
+        plain_steps = [s for s in range(first, first + (spec["steps"] + 1) * rate) if s % rate][: spec["steps"] + 1]
+        edit_steps = [EDITED_RUN_STEPS + rate * k for k in range(1, spec["edits"] + 2)]
     # The first step of each kind pays one-off costs (allocations, first kernels, compiling a compiled editor); it is
     # not counted in the step times, but its memory counts (a run goes through it too).
     plain = [step(s, "train_step") for s in plain_steps]
@@ -201,8 +234,11 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "step_s": step_s,
         "edit_step_s": edit_step_s,
         "steps_per_s": 1.0 / step_s,
-        "steps_per_s_with_editing": rate / ((rate - 1) * step_s + edit_step_s),
+        "steps_per_s_with_editing": interval / ((interval - 1) * step_s + edit_step_s),
+        "edit_step_per_view_s": edit_step_s / views_per_edit,
         "edit_rate": rate,
+        "edit_interval": interval,
+        "views_per_edit_step": views_per_edit,
         "step_times_s": timed_phases["train_step"],
         "edit_step_times_s": timed_phases["edit_step"],
         "first_step_s": first_plain["total"],
@@ -210,7 +246,8 @@ def train_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         "phase_s": {name: median(values) for name, values in timed_phases.items()},
         "phase_memory": phases.memory.report(),
         **peak_fields(overall),
-        "tcnn": uses_tcnn(trainer.pipeline.model),
+        # Splats have no hash grid: only a NeRF's measurements say whether tiny-cuda-nn ran.
+        **({} if spec["variant"] in SPLAT_VARIANTS else {"tcnn": uses_tcnn(trainer.pipeline.model)}),
         "run_config": str(config.get_base_dir() / "config.yml"),
     }
 

@@ -18,13 +18,14 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from in2n.console import notice
 from in2n.dataset_update.loop import EditLoop
 from in2n.dataset_update.state import EDIT_STATE_KEY, EditState, EditStateError
+from in2n.edit_pipeline import EditPipeline
 from in2n.editors.factory import EditorFactory
 from in2n.errors import In2nError
-from in2n.pipeline import In2nPipeline
 from in2n.process import prepare_process
 from in2n.runs.checkpoints import atomic_save, checkpoints_in, find_checkpoint, load_checkpoint_file
 from in2n.runs.folder import RunFolder, run_of_checkpoint
-from in2n.runs.mismatch import mismatch_message, source_model_options
+from in2n.runs.mismatch import flag_value, mismatch_message, nested_field, set_nested_field, source_model_options
+from in2n.runs.scene_kind import check_kind, checkpoint_kind, model_kind
 
 
 @dataclass
@@ -33,9 +34,23 @@ class In2nTrainerConfig(TrainerConfig):
 
     _target: Type = field(default_factory=lambda: In2nTrainer)
 
+    def save_config(self) -> None:
+        """Write the run's config.yml. ns-train writes it before the trainer reads the run being edited; an edit
+        resumed in its own run folder would overwrite the model options its weights need (taken from the run it
+        started from) with the defaults, so they are carried over from the config.yml being replaced."""
+        models = self.load_dir or (self.load_checkpoint.parent if self.load_checkpoint else None)
+        base_dir = self.get_base_dir()
+        if models is not None and models.resolve() == (base_dir / "nerfstudio_models").resolve():
+            previous = run_of_checkpoint(models / "checkpoint")
+            if previous is not None:
+                model = self.pipeline.model
+                for name, value in source_model_options(previous.config.pipeline.model, model).items():
+                    set_nested_field(model, name, value)
+        super().save_config()
+
 
 class In2nTrainer(Trainer):
-    """Trainer that starts an edit from a nerfacto checkpoint, or continues one from an in2n checkpoint.
+    """Trainer that starts an edit from a nerfacto or splatfacto checkpoint, or continues one from an in2n checkpoint.
 
     Steps keep counting from the loaded checkpoint (an edit of a 30000-step nerfacto run shows steps
     30001, 30002, ...). `--max-num-iterations N` is the length of the whole edit: a resumed edit runs only
@@ -46,7 +61,7 @@ class In2nTrainer(Trainer):
     """
 
     config: In2nTrainerConfig
-    pipeline: In2nPipeline
+    pipeline: EditPipeline
 
     def __init__(
         self,
@@ -76,11 +91,13 @@ class In2nTrainer(Trainer):
             # Before the data and the diffusion model are loaded: a wrong path should fail in a second.
             self._checkpoint = find_checkpoint(self.config.load_dir, self.config.load_step, self.config.load_checkpoint)
             self._source = run_of_checkpoint(self._checkpoint)
+            if self._source is not None:
+                self._check_kind(model_kind(self._source.config.pipeline.model), self._checkpoint)
             self._take_model_options_of(self._source)
         pipeline_config = self.config.pipeline
         if self._editor_factory is not None:
             # nerfstudio's Trainer.setup builds the pipeline from its config's `_target`; hand it the factory there.
-            target = functools.partial(In2nPipeline, editor_factory=self._editor_factory)
+            target = functools.partial(pipeline_config._target, editor_factory=self._editor_factory)
             self.config.pipeline = dataclasses.replace(pipeline_config, _target=target)
         try:
             super().setup(test_mode)
@@ -99,10 +116,11 @@ class In2nTrainer(Trainer):
         options = source_model_options(source.config.pipeline.model, model)
         for name, value in options.items():
             notice(
-                f"the run being edited was trained with --pipeline.model.{name.replace('_', '-')} {value} (in2n's "
-                f"default: {getattr(model, name)}); using {value}, which its weights need"
+                f"the run being edited was trained with --pipeline.model.{name.replace('_', '-')} {flag_value(value)} "
+                f"(in2n's default: {flag_value(nested_field(model, name))}); using {flag_value(value)}, which its "
+                "weights need"
             )
-            setattr(model, name, value)
+            set_nested_field(model, name, value)
         config_file = self.base_dir / "config.yml"
         if options and config_file.exists():  # ns-train wrote it before setting up the trainer
             config_file.write_text(yaml.dump(self.config), "utf8")
@@ -114,6 +132,7 @@ class In2nTrainer(Trainer):
         state = load_checkpoint_file(path)
         self._start_step = int(state["step"]) + 1
         self.step = int(state["step"])  # what the final save uses if no step is left to run
+        self._check_kind(checkpoint_kind(state["pipeline"]), path)
         self._check_data_source()
         try:
             self.pipeline.load_pipeline(state["pipeline"], state["step"])
@@ -121,6 +140,7 @@ class In2nTrainer(Trainer):
             raise In2nError(
                 mismatch_message(error, path, self.config.pipeline.model, self.pipeline.datamanager.num_views)
             ) from None
+        self._rebuild_optimizers()
         try:
             edit_state = EditState.of_checkpoint(state)
         except EditStateError as error:
@@ -145,6 +165,21 @@ class In2nTrainer(Trainer):
                 )
         self.config = dataclasses.replace(self.config, max_num_iterations=steps_left)
         loop.log_progress_to(self.base_dir)
+
+    def _check_kind(self, found, checkpoint: Path) -> None:
+        check_kind(self.config.method_name or "in2n", model_kind(self.config.pipeline.model), found, checkpoint)
+
+    def _rebuild_optimizers(self) -> None:
+        """Optimizers on the parameters the model holds after loading, before any state is loaded into them.
+
+        nerfstudio's Trainer.setup builds the optimizers before it loads the checkpoint. nerfacto loads its weights
+        into the parameters those optimizers hold; splatfacto replaces every Gaussian parameter with a new one of the
+        checkpoint's size, which the old optimizers never see: the Gaussians would silently stop training (the failure
+        of Instruct-GS2GS on nerfstudio newer than 1.0.3). The training callbacks, which hand the optimizers to
+        splatfacto's densification, are made after this.
+        """
+        self.optimizers = self.setup_optimizers()
+        self.pipeline.after_load()
 
     def train(self) -> None:
         """nerfstudio's training loop; an edit with no step left to run (finished or converged) writes nothing."""

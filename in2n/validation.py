@@ -53,6 +53,7 @@ def edit_problems(config: EditLoopConfig, prompt_needed: bool) -> List[str]:
     for option, value in (
         ("edit-rate", config.edit_rate),
         ("edit-count", config.edit_count),
+        ("pass-every", config.pass_every),
         ("diffusion-steps", config.diffusion_steps),
     ):
         if value < 1:

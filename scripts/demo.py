@@ -3,9 +3,11 @@
 Stages, each a real command whose output is shown as it runs:
 
 1. ``in2n-make-scene``: the scene (three spheres and a box on a checkered disc) as a nerfstudio dataset;
-2. ``ns-train nerfacto``: a small nerfacto, the model the edit starts from;
-3. ``ns-train in2n --load-dir ...``: the edit, with InstructPix2Pix when a CUDA GPU and its weights are available,
-   otherwise with the deterministic negative editor (a recolouring that ignores the prompt);
+2. ``ns-train nerfacto``: a small nerfacto, the model the edit starts from (with ``--splat True``: splatfacto, as
+   ``ns-train in2n-splatfacto`` on a machine without a GPU);
+3. ``ns-train in2n --load-dir ...`` (``in2n-splat`` with ``--splat True``): the edit, with InstructPix2Pix when a
+   CUDA GPU and its weights are available, otherwise with the deterministic negative editor (a recolouring that
+   ignores the prompt);
 4. ``in2n-compare``: both runs rendered along the orbit shipped for the scene, side by side.
 
 Everything goes to ``.demo/`` (git-ignored). A stage whose result exists from an earlier demo run with the same
@@ -38,7 +40,7 @@ from in2n.errors import In2nError
 from in2n.hub import looks_like_path
 from in2n.model import alexnet_weights_path
 from in2n.synthetic.camera_path import ORBIT_SCENE, SHIPPED_CAMERA_PATH
-from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS, SMALL_SPLAT_ARGS, SPLAT_EDIT_ARGS
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig
 from in2n.tools.compare import STILL_NAME, VIDEO_NAME
@@ -57,6 +59,13 @@ EDIT_SCHEDULE_ARGS = [
 ]  # fmt: skip
 """Three views edited on every step: the short edit converges instead of touching each view a few times; the run
 stops once it has (the plot shows where)."""
+SPLAT_SCHEDULE_ARGS = [
+    "--pipeline.pass-every", "25", "--pipeline.edit-count", "6", "--pipeline.stop-when-converged", "True",
+]  # fmt: skip
+"""Every view edited every 25 steps, six per diffusion call: six passes in the demo's 150 steps (the method's 2500
+steps between passes suit a splatfacto of 30000 steps)."""
+SPLAT_POINTS = 4000
+"""Points of the scene's point cloud, which splatfacto starts its Gaussians from."""
 
 Editor = Literal["ip2p", "negative"]
 
@@ -82,6 +91,10 @@ class DemoConfig:
     """Folder for the scene, the runs and the renders."""
     fresh: bool = False
     """Redo every stage, even those whose results an earlier demo left."""
+    splat: bool = False
+    """Edit Gaussian splats: train splatfacto (in2n-splatfacto without a CUDA GPU) and edit it with in2n-splat."""
+    splatfacto_steps: int = 300
+    """Training steps of the splatfacto the splat edit starts from (--splat True)."""
 
 
 @dataclass
@@ -117,7 +130,7 @@ class DemoResult:
     scene: Path
     """The dataset folder."""
     nerfacto_run: Path
-    """The run folder of nerfacto."""
+    """The run folder the edit starts from: nerfacto (or splatfacto, with --splat True)."""
     edited_run: Path
     """The run folder of the edit."""
     renders: Path
@@ -221,27 +234,39 @@ def stages(config: DemoConfig, editor: Editor, device: str) -> List[Stage]:
     """The demo's commands. Paths are absolute, so the runs' config.yml work from any folder."""
     output = config.output_dir
     scene, runs, renders = output / "scene", output / "outputs", output / "before_after"
-    nerfacto_run = runs / EXPERIMENT / "nerfacto" / TIMESTAMP
-    edited_run = runs / EXPERIMENT / "in2n" / TIMESTAMP
-    train = [*trainer_args(device), *SMALL_MODEL_ARGS, "--vis", "tensorboard",
-             "--pipeline.datamanager.train-num-rays-per-batch", "1024", "--output-dir", str(runs),
+    if config.splat:
+        # splatfacto as shipped needs CUDA; in2n-splatfacto is the same model rendering in torch on the CPU.
+        base, base_steps, method = (
+            ("splatfacto" if device == "cuda" else "in2n-splatfacto"),
+            config.splatfacto_steps,
+            "in2n-splat",
+        )
+        model_args, edit_args = [*SMALL_SPLAT_ARGS], [*SPLAT_EDIT_ARGS, *SPLAT_SCHEDULE_ARGS]
+        scene_config = dataclasses.replace(ORBIT_SCENE, points=SPLAT_POINTS)
+    else:
+        base, base_steps, method = "nerfacto", config.nerfacto_steps, "in2n"
+        model_args = [*SMALL_MODEL_ARGS, "--pipeline.datamanager.train-num-rays-per-batch", "1024"]
+        edit_args = [*EDIT_SCHEDULE_ARGS, "--steps-per-eval-batch", "1000"]
+        scene_config = ORBIT_SCENE
+    nerfacto_run = runs / EXPERIMENT / base / TIMESTAMP
+    edited_run = runs / EXPERIMENT / method / TIMESTAMP
+    train = [*trainer_args(device), *model_args, "--vis", "tensorboard", "--output-dir", str(runs),
              "--experiment-name", EXPERIMENT, "--timestamp", TIMESTAMP]  # fmt: skip
     data = ["nerfstudio-data", "--data", str(scene)]
     ip2p = ["--pipeline.ip2p-model", config.ip2p_model] if editor == "ip2p" else []
-    make_scene = [str(BIN / "in2n-make-scene"), "--output-dir", str(scene), *scene_args(ORBIT_SCENE)]
-    train_nerfacto = [str(BIN / "ns-train"), "nerfacto", *train, "--max-num-iterations", str(config.nerfacto_steps),
-                      "--steps-per-save", str(config.nerfacto_steps), *data]  # fmt: skip
-    edit = [str(BIN / "ns-train"), "in2n", *train, "--load-dir", str(nerfacto_run / "nerfstudio_models"),
+    make_scene = [str(BIN / "in2n-make-scene"), "--output-dir", str(scene), *scene_args(scene_config)]
+    train_nerfacto = [str(BIN / "ns-train"), base, *train, "--max-num-iterations", str(base_steps),
+                      "--steps-per-save", str(base_steps), *data]  # fmt: skip
+    edit = [str(BIN / "ns-train"), method, *train, "--load-dir", str(nerfacto_run / "nerfstudio_models"),
             "--max-num-iterations", str(config.edit_steps), "--pipeline.editor", editor,
-            "--pipeline.prompt", config.prompt, *ip2p, *EDIT_SCHEDULE_ARGS,
-            "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000", *data]  # fmt: skip
+            "--pipeline.prompt", config.prompt, *ip2p, *edit_args, "--steps-per-eval-image", "1000", *data]  # fmt: skip
     compare = [str(BIN / "in2n-compare"), "--original", str(nerfacto_run / "config.yml"),
                "--edited", str(edited_run / "config.yml"), "--camera-path", str(config.camera_path.resolve()),
                "--output-dir", str(renders), "--render-width", str(config.render_width)]  # fmt: skip
     plot = [str(BIN / "in2n-plot"), str(edited_run), "--output", str(renders / PLOT_NAME)]
     return [
         Stage("scene", "Generate the scene", make_scene, scene),
-        Stage("nerfacto", f"Train nerfacto ({config.nerfacto_steps} steps)", train_nerfacto, nerfacto_run),
+        Stage("nerfacto", f"Train {base} ({base_steps} steps)", train_nerfacto, nerfacto_run),
         Stage("edit", f"Edit it with the {editor} editor ({config.edit_steps} steps)", edit, edited_run),
         Stage("compare", "Render before and after along the camera path", compare, renders),
         Stage("plot", "Plot the edit's progress", plot, renders / PLOT_NAME),
@@ -334,8 +359,8 @@ def print_summary(result: DemoResult, seconds: float) -> None:
         f"The edit's progress (agreement of each edit with the scene, pass by pass):\n"
         f"  plot   {result.progress_plot}\n"
         f"Runs:\n"
-        f"  nerfacto  {result.nerfacto_run}\n"
-        f"  in2n      {result.edited_run}\n"
+        f"  original  {result.nerfacto_run}\n"
+        f"  edited    {result.edited_run}\n"
         f"Look at the edited scene (then open http://localhost:7007):\n"
         f"  {BIN / 'ns-viewer'} --load-config {result.edited_run / 'config.yml'}",
         flush=True,

@@ -23,7 +23,7 @@ import torch
 from filelock import FileLock
 
 import in2n.console
-from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS
+from in2n.synthetic.cpu_preset import CPU_TRAINER_ARGS, SMALL_MODEL_ARGS, SMALL_SPLAT_ARGS, SPLAT_EDIT_ARGS
 from in2n.synthetic.ip2p import save_random_ip2p
 from in2n.synthetic.lpips_backbone import write_random_alexnet
 from in2n.synthetic.scene import SceneConfig, write_scene
@@ -40,9 +40,13 @@ if under_xdist():
 
 
 BIN = Path(sys.executable).parent
-SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0)
+SCENE = SceneConfig(num_views=20, width=64, height=48, seed=0, points=4000)
 NERFACTO_STEPS = 300
 NEGATIVE_EDIT_STEPS = 200
+SPLATFACTO_STEPS = 300
+SPLAT_EDIT_STEPS = 150
+SPLAT_PASS_EVERY = 25
+"""The splat edit: a pass over every view every 25 steps, 6 passes."""
 
 
 def ns(command: str) -> str:
@@ -216,3 +220,51 @@ def depth_run(depth_scene: Path, workdir: Path, tmp_path_factory: pytest.TempPat
         tmp_path_factory, "depth-run",
         lambda _: train_nerfacto(depth_scene, workdir, "depth-scene", "depth-nerfacto", *depth_weight),
     )  # fmt: skip
+
+
+def train_splatfacto(scene: Path, workdir: Path, experiment: str) -> Path:
+    """Train the small splatfacto (in2n-splatfacto: splatfacto's model and training, rendered in torch on the CPU) on
+    `scene` from its point cloud; returns its nerfstudio_models folder."""
+    run(
+        [ns("ns-train"), "in2n-splatfacto", *CPU_TRAINER_ARGS, *SMALL_SPLAT_ARGS, "--vis", "tensorboard",
+         "--max-num-iterations", SPLATFACTO_STEPS, "--steps-per-save", SPLATFACTO_STEPS,
+         "--output-dir", workdir / "outputs", "--experiment-name", experiment, "--timestamp", "splatfacto",
+         "nerfstudio-data", "--data", scene],
+        cwd=workdir,
+    )  # fmt: skip
+    models = workdir / "outputs" / experiment / "in2n-splatfacto" / "splatfacto" / "nerfstudio_models"
+    assert list(models.glob("step-*.ckpt")), "in2n-splatfacto wrote no checkpoint"
+    return models
+
+
+@pytest.fixture(scope="session")
+def splatfacto_run(scene: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nerfstudio_models folder of a small splatfacto trained on the scene."""
+    return built_once(tmp_path_factory, "splatfacto-run", lambda _: train_splatfacto(scene, workdir, "scene"))
+
+
+def splat_args(load_dir: Path, workdir: Path, name: str, *extra) -> List[str]:
+    """`ns-train in2n-splat` on the CPU with the negative editor and the small edit's options, editing the splatfacto
+    run in `load_dir`; a pass over every view every SPLAT_PASS_EVERY steps, 6 views per call."""
+    return [ns("ns-train"), "in2n-splat", *CPU_TRAINER_ARGS, *SMALL_SPLAT_ARGS, *SPLAT_EDIT_ARGS,
+            "--vis", "tensorboard", "--pipeline.editor", "negative", "--pipeline.pass-every", SPLAT_PASS_EVERY,
+            "--pipeline.edit-count", "6", "--load-dir", load_dir, "--output-dir", workdir / "outputs",
+            "--experiment-name", "scene", "--timestamp", name, *extra]  # fmt: skip
+
+
+def splat_run_dir(workdir: Path, name: str) -> Path:
+    return workdir / "outputs" / "scene" / "in2n-splat" / name
+
+
+@pytest.fixture(scope="session")
+def splat_negative_run(
+    splatfacto_run: Path, scene: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The run folder of an in2n-splat edit with the negative editor, long enough for the scene to converge."""
+
+    def edit(_: Path) -> Path:
+        run(splat_args(splatfacto_run, workdir, "negative", "--max-num-iterations", SPLAT_EDIT_STEPS,
+                       "nerfstudio-data", "--data", scene), cwd=workdir)  # fmt: skip
+        return splat_run_dir(workdir, "negative")
+
+    return built_once(tmp_path_factory, "splat-negative-run", edit)

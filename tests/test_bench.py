@@ -21,7 +21,7 @@ from bench.harness import run
 from bench.memory import MemoryCounters, PeakTracker, PhaseMemory
 from bench.profiling import Phases
 from bench.reference_editor import ReferenceModeEditor
-from bench.report import compiled_lines, markdown
+from bench.report import compiled_lines, convergence_lines, markdown, training_lines
 from bench.runs import RunFolders, in2n_args
 from bench.training import PhaseEditor
 from bench.workers import run_measured
@@ -352,3 +352,53 @@ def test_the_phase_editor_times_the_edits_the_loop_makes() -> None:
         loop.before_step(step)
     assert len(phases.seconds["edit"]) == 3 and loop.schedule.views_edited == 6
     assert "edit" in phases.memory.report()
+
+
+def test_splat_variants_and_time_to_converged_are_measured_by_default_on_cuda_only():
+    cuda, quick, cpu = (
+        make_plan(BenchConfig(), "cuda"),
+        make_plan(BenchConfig(quick=True), "cuda"),
+        make_plan(BenchConfig(), "cpu"),
+    )
+    assert cuda.variants == ("in2n-big", "in2n", "in2n-lite", "in2n-splat", "in2n-splat-lite") == quick.variants
+    assert cpu.variants == ("in2n-big", "in2n", "in2n-lite"), "the CPU's splat route says nothing about a GPU"
+    assert (cuda.convergence_variants, quick.convergence_variants, cpu.convergence_variants) == (
+        ("in2n-lite", "in2n-splat"), (), (),
+    )  # fmt: skip
+    assert make_plan(BenchConfig(variants=("in2n-splat",)), "cpu").variants == ("in2n-splat",)
+
+
+def test_splat_measurements_start_from_the_splatfacto_run(tmp_path: Path):
+    config = parse_args(["--device", "cpu"])
+    folders = RunFolders(tmp_path, tmp_path / "scene", tmp_path / "nerfacto", tmp_path / "model", tmp_path / "splats")
+    assert in2n_args(config, folders, "a", "in2n-splat")[3] == str(tmp_path / "splats")
+    assert in2n_args(config, folders, "b", "in2n-lite")[3] == str(tmp_path / "nerfacto")
+
+
+def test_report_shows_a_pass_as_the_splats_step_with_an_edit_and_the_time_to_converged():
+    splat = {**fake_training(0.02, tcnn=False), "edit_step_s": 24.0, "edit_interval": 2500, "views_per_edit_step": 20,
+             "edit_step_per_view_s": 1.2}  # fmt: skip
+    del splat["tcnn"]
+    results = {
+        "machine": {"cpu": "Some Xeon", "cores": 16, "torch_threads": 16, "ram_gb": 128.0, "torch": "2.11.0",
+                    "python": "3.12.3", "platform": "Linux", "device": "cpu", "tcnn_installed": False, "gpu": None},
+        "config": {"model_size": "sd15", "steps": 20, "train_steps": 3, "train_edits": 2, "train_args": []},
+        "plan": {"repeats": 3, "warm_up_s": 0.0},
+        "training_setup": "a setup",
+        "wall_s": 240.0,
+        "training": {"in2n-lite": {"ours": fake_training(0.12, tcnn=False)}, "in2n-splat": {"ours": splat}},
+        "edit": {"512": {"edits": {"fp16": {"1": {"ours": {"total": 1.5}}, "4": {"ours": {"total": 1.2}}}}}},
+        "convergence": {
+            "in2n-splat": {"wall_s": 100.0, "peak_rss_mb": 5000.0, "converged": True, "steps": 12501, "step_limit":
+                           25000, "edits": 120, "passes": 5, "views_per_call": 4},
+            "in2n-lite": {"wall_s": 300.0, "peak_rss_mb": 4000.0, "converged": False, "steps": 2000, "step_limit":
+                          2000, "edits": 200, "passes": 10, "views_per_call": 1},
+        },
+    }  # fmt: skip
+    # The edit table's results are only what the estimate reads: its own table is not drawn.
+    text = "\n".join(training_lines(results) + convergence_lines(results)).replace("\n| ", "\n|")
+    assert "|in2n-splat | steps/s with editing every 2500 steps |" in text
+    assert "|in2n-lite | steps/s with editing every 10 steps |" in text
+    assert "|in2n-splat | ms per edited view in a step with an edit | 1200 |" in text
+    assert "|in2n-splat | yes | 12501 | 5 | 120 | 100 | 5000 | 244* |" in text, "100 s + 120 edits x 1.2 s"
+    assert "|in2n-lite | no (stopped at 2000 steps) | 2000 | 10 | 200 | 300 | 4000 | 600* |" in text

@@ -100,6 +100,7 @@ def downscaled_jpg_scene(scene: Path, tmp_path: Path) -> Path:
         frame["file_path"] = f"images/{name}"
         frame["mask_path"] = f"masks/{name.replace('.jpg', '.png')}"
     (data / "transforms.json").write_text(json.dumps(transforms))
+    shutil.copy(scene / transforms["ply_file_path"], data / transforms["ply_file_path"])  # splatfacto's points
     return data
 
 

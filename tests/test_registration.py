@@ -13,6 +13,8 @@ from nerfstudio.configs.external_methods import ExternalMethodDummyTrainerConfig
 from nerfstudio.configs.method_configs import all_descriptions, all_methods
 
 from in2n.pipeline import In2nPipelineConfig
+from in2n.splat.model import SplatModelConfig
+from in2n.splat.pipeline import In2nSplatPipelineConfig
 from in2n.trainer import In2nTrainerConfig
 from tests.conftest import ns
 from tests.helpers import flat
@@ -52,6 +54,24 @@ def test_variants_share_the_base_everywhere_else() -> None:
     big, lite = all_methods["in2n-big"], all_methods["in2n-lite"]
     assert big.pipeline.prompt == lite.pipeline.prompt and big.pipeline.edit_rate == lite.pipeline.edit_rate == 10
     assert big.max_num_iterations == lite.max_num_iterations
+
+
+@pytest.mark.parametrize("name, views_per_call", [("in2n-splat", 4), ("in2n-splat-lite", 1)])
+def test_the_splat_edits_resolve_to_our_config_with_instruct_gs2gs_schedule(name: str, views_per_call: int) -> None:
+    config = all_methods[name]
+    assert isinstance(config, In2nTrainerConfig) and isinstance(config.pipeline, In2nSplatPipelineConfig)
+    pipeline = config.pipeline
+    assert (pipeline.edit_schedule, pipeline.pass_every, pipeline.edit_count) == ("passes", 2500, views_per_call)
+    assert config.max_num_iterations == 7500 and pipeline.lower_bound == 0.7
+    assert pipeline.ip2p_use_full_precision is False
+    assert config.optimizers == all_methods["splatfacto"].optimizers, "splatfacto's own learning rates"
+
+
+def test_in2n_splatfacto_trains_what_splatfacto_trains() -> None:
+    ours, theirs = all_methods["in2n-splatfacto"], all_methods["splatfacto"]
+    assert ours.optimizers == theirs.optimizers and ours.max_num_iterations == theirs.max_num_iterations
+    assert isinstance(ours.pipeline.model, SplatModelConfig)
+    assert ours.pipeline.datamanager.dataparser.load_3D_points is True
 
 
 @pytest.mark.e2e

@@ -19,7 +19,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional
 
 # nerfstudio's writer and base_config import each other; importing the writer first fails.
 import nerfstudio.configs.base_config  # noqa: F401
@@ -62,6 +62,9 @@ RenderView = Callable[[int, bool], ViewRender]
 """Renders training view i as the model sees it in training; with True, also its surface points."""
 Perceptual = Callable[[Tensor, Tensor], Tensor]
 """A perceptual distance (LPIPS) between two batches of images [B, 3, H, W] in [0, 1]: [B]."""
+EditScheduleName = Literal["views", "passes"]
+"""When views are edited: a few at a time all along (Instruct-NeRF2NeRF), or all of them now and then
+(Instruct-GS2GS)."""
 
 
 @dataclass
@@ -82,10 +85,18 @@ class EditLoopConfig:
     """Highest noise level an edit starts from, as a fraction of the diffusion process."""
     scale_steps_with_noise: bool = DEFAULT_SETTINGS.scale_steps_with_noise
     """Run only the DDIM steps below each edit's noise level (img2img strength semantics): faster, not identical."""
+    edit_schedule: EditScheduleName = "views"
+    """views: every --pipeline.edit-rate steps, the next --pipeline.edit-count views (Instruct-NeRF2NeRF). passes: at
+    the edit's first step and every --pipeline.pass-every steps after it, one pass that edits every view,
+    --pipeline.edit-count views per diffusion call (Instruct-GS2GS)."""
     edit_rate: int = 10
-    """Edit views every this many training steps."""
+    """Edit views every this many training steps (--pipeline.edit-schedule views). With edits beside training, an edit
+    is written this many steps after its render (either schedule)."""
     edit_count: int = 1
-    """Views edited each time (several are batched into one diffusion call)."""
+    """Views edited each time, batched into one diffusion call; in a pass, views per diffusion call."""
+    pass_every: int = 2500
+    """Steps from one pass to the next (--pipeline.edit-schedule passes): the scene trains on each pass's edits for
+    this many steps before every view is edited again."""
     seed: int = 0
     """Seeds the order of views and every edit's noise, so a run and its resume are reproducible."""
     concurrent_edits: ConcurrentEdits = "auto"
@@ -94,7 +105,8 @@ class EditLoopConfig:
     devices' speed. auto: on when the editor has its own device (--pipeline.ip2p-device, e.g. cuda:1). on: also on a
     shared device, where the two take turns on it."""
     log_strips_every: int = 50
-    """Log original | render | edited strips of the edited views to the logger (--vis) every this many edits; 0: off."""
+    """Log original | render | edited strips of the edited views to the logger (--vis) every this many edits (with
+    --pipeline.edit-schedule passes: of every pass); 0: off."""
     stop_when_converged: bool = False
     """Stop the run once the edit has converged (see --pipeline.converge-tolerance), before --max-num-iterations. The
     final checkpoint is saved; resuming it edits further only if --max-num-iterations is raised."""
@@ -240,7 +252,12 @@ class EditLoop:
         self._region_seen = False
 
     def describe(self) -> str:
-        extras = [self.region.describe()] if self.region is not None else []
+        config = self.config
+        if config.edit_schedule == "passes":
+            extras = [f"every view edited every {config.pass_every} steps, {config.edit_count} per diffusion call"]
+        else:
+            extras = [f"{config.edit_count} view(s) edited every {config.edit_rate} steps"]
+        extras += [self.region.describe()] if self.region is not None else []
         if self._worker is not None:
             extras.append(f"edits run beside training and are written {self.config.edit_rate} steps after their render")
         if self.config.stop_when_converged:
@@ -269,18 +286,31 @@ class EditLoop:
         if self.start_step is None:
             self.begin(step)
         self.write_finished_edits(step)
-        if step % self.config.edit_rate == 0 and not self.live.paused:
+        if self.edits_due(step) and not self.live.paused:
             self.edit_views(step)
 
+    def edits_due(self, step: int) -> bool:
+        """Whether views are edited at `step`: every edit_rate steps, or at the steps a pass begins."""
+        if self.config.edit_schedule == "passes":
+            start = step if self.start_step is None else self.start_step
+            return (step - start) % self.config.pass_every == 0
+        return step % self.config.edit_rate == 0
+
     def edit_views(self, step: int) -> List[int]:
-        """Edit the next views of the schedule and write them into the training images; returns those written.
+        """Edit the next views of the schedule (edit_count of them, or a whole pass) and write them into the training
+        images, edit_count per diffusion call; returns those written.
 
         With concurrent edits, the renders are handed to the worker thread instead and nothing is written now:
         `write_finished_edits` writes them at step + edit_rate.
         """
-        scheduled = {s.view: s for s in self.schedule.next_scheduled(self.config.edit_count)}
-        groups = group_by_size(list(scheduled), self.images.image_size)
-        requests = [self._request_edit([scheduled[v] for v in views], step) for views in groups]
+        count = self.images.num_views if self.config.edit_schedule == "passes" else self.config.edit_count
+        scheduled = {s.view: s for s in self.schedule.next_scheduled(count)}
+        batches = [
+            group[start : start + self.config.edit_count]
+            for group in group_by_size(list(scheduled), self.images.image_size)
+            for start in range(0, len(group), self.config.edit_count)
+        ]
+        requests = [self._request_edit([scheduled[v] for v in views], step) for views in batches]
         if self._worker is not None:
             due_step = step + self.config.edit_rate
             self._pending += [PendingEdit(r, due_step, self._worker.submit(r)) for r in requests]
@@ -493,7 +523,7 @@ class EditLoop:
     def _write_edit(self, request: EditRequest, edited: Tensor, step: int) -> List[int]:
         """Write an edit's finite images (within the edit region) into the training images, and record how far each
         is from its render; queue the other views for a retry."""
-        if strips_due(request.step, self.config.edit_rate, self.config.log_strips_every):
+        if self._strips_due(request.step):
             log_edit_strips(request.views, request.originals, request.renders, edited, request.step)
         written, records = [], []
         for i, view in enumerate(request.views):
@@ -524,6 +554,12 @@ class EditLoop:
                     "and a resumed run writes the file anew"
                 )
         return written
+
+    def _strips_due(self, step: int) -> bool:
+        """Strips of every log_strips_every-th edit step; of every pass, whose edits are few and far between."""
+        if self.config.edit_schedule == "passes":
+            return self.config.log_strips_every > 0
+        return strips_due(step, self.config.edit_rate, self.config.log_strips_every)
 
     def _progress_record(
         self, step: int, view: int, pass_index: int, noise_level: int, render: Tensor, image: Tensor

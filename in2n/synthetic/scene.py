@@ -64,6 +64,16 @@ class SceneConfig:
     """Also write each view's depth (along the camera's axis, in millimetres, 16-bit PNG, 0 on the sky) as each frame's
     depth_file_path, the layout depth-nerfacto trains on (with `--pipeline.model.depth-loss-mult 0.05`, the scene's
     geometry within a few hundred steps)."""
+    points: int = 0
+    """Also write a point cloud of this many coloured points on what the cameras see, as sparse_pc.ply named by
+    transforms.json's ply_file_path: the structure-from-motion points splatfacto starts its Gaussians from (the sky on
+    a sphere of radius SKY_RADIUS about the origin). 0: none, and splatfacto starts from random Gaussians."""
+
+
+SKY_RADIUS = 8.0
+"""Distance from the origin at which the point cloud places the sky (the cameras are config.radius from it)."""
+POINT_CLOUD_NAME = "sparse_pc.ply"
+"""The point cloud's file, under the name ns-process-data gives it."""
 
 
 class _Primitive(ABC):
@@ -328,9 +338,42 @@ def render_view(config: SceneConfig, camera_to_world: np.ndarray) -> np.ndarray:
     return _render(_make_primitives(np.random.default_rng(config.seed)), camera_to_world, focal_length(config), config)
 
 
+def point_cloud(config: SceneConfig, poses: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """`config.points` points (N, 3) and their uint8 colours (N, 3), drawn from the pixels of every view: where a
+    pixel sees a surface, its surface point; where it sees the sky, its ray's point on the sphere of radius
+    SKY_RADIUS."""
+    single = replace(config, supersample=1)
+    primitives = _make_primitives(np.random.default_rng(config.seed))
+    focal = focal_length(single)
+    points, colours = [], []
+    for camera_to_world in poses:
+        origins, directions = _camera_rays(camera_to_world, focal, single)
+        rgb, _ = _shade(primitives, origins, directions)
+        distance, _ = _first_hits(primitives, origins, directions)
+        # The far intersection of each ray with the sky sphere (the cameras are inside it).
+        half_b = np.einsum("ij,ij->i", origins, directions)
+        sky = -half_b + np.sqrt(half_b**2 - np.einsum("ij,ij->i", origins, origins) + SKY_RADIUS**2)
+        points.append(origins + np.where(np.isfinite(distance), distance, sky)[:, None] * directions)
+        colours.append(rgb)
+    all_points, all_colours = np.concatenate(points), np.concatenate(colours)
+    count = min(config.points, len(all_points))
+    chosen = np.random.default_rng(config.seed).choice(len(all_points), size=count, replace=False)
+    return all_points[chosen], np.round(all_colours[chosen] * 255.0).astype(np.uint8)
+
+
+def write_ply(path: Path, points: np.ndarray, colours: np.ndarray) -> None:
+    """An ASCII PLY of coloured points, as open3d (nerfstudio's reader) reads it."""
+    header = [
+        "ply", "format ascii 1.0", f"element vertex {len(points)}", "property float x", "property float y",
+        "property float z", "property uchar red", "property uchar green", "property uchar blue", "end_header",
+    ]  # fmt: skip
+    rows = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(points, colours, strict=True)]
+    path.write_text("\n".join(header + rows) + "\n")
+
+
 def write_scene(output_dir: Path, config: SceneConfig) -> Path:
-    """Renders the scene and writes ``transforms.json`` and ``images/frame_XXXXX.png`` (and the masks and depths the
-    config asks for) into output_dir.
+    """Renders the scene and writes ``transforms.json`` and ``images/frame_XXXXX.png`` (and the masks, depths and point
+    cloud the config asks for) into output_dir.
 
     Frames of an earlier scene in the same folder are removed first, so the folder holds exactly this scene.
 
@@ -378,6 +421,10 @@ def write_scene(output_dir: Path, config: SceneConfig) -> Path:
         "h": config.height,
         "frames": frames,
     }
+    (output_dir / POINT_CLOUD_NAME).unlink(missing_ok=True)
+    if config.points > 0:
+        write_ply(output_dir / POINT_CLOUD_NAME, *point_cloud(config, poses))
+        transforms["ply_file_path"] = POINT_CLOUD_NAME
     transforms_path = output_dir / "transforms.json"
     transforms_path.write_text(json.dumps(transforms, indent=2))
     return transforms_path
