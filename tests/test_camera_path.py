@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
@@ -39,8 +40,9 @@ def model_frame_geometry(frame: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray,
 
 
 def test_the_tests_render_the_scene_the_path_is_made_for():
-    # The fixtures' runs are trained on SCENE; the shipped path is in the frame of ORBIT_SCENE.
-    assert SCENE == ORBIT_SCENE
+    # The fixtures' runs are trained on SCENE; the shipped path is in the frame of ORBIT_SCENE. The point cloud SCENE
+    # adds for splatfacto moves no camera, and nerfstudio's dataparser orients and scales the frame by the cameras.
+    assert replace(SCENE, points=ORBIT_SCENE.points) == ORBIT_SCENE
 
 
 def test_shipped_camera_path_is_what_its_generator_writes(tmp_path: Path):
