@@ -23,6 +23,7 @@ from in2n.console import notice, notice_once
 from in2n.data.datamanager import In2nDataManager, In2nDataManagerConfig
 from in2n.data.training_images import TrainingImages
 from in2n.dataset_update.loop import EditLoop, EditLoopConfig, ViewRender
+from in2n.distributed import Ranks
 from in2n.editors.base import Editor
 from in2n.editors.factory import EditorConfig, EditorFactory, build_editor
 from in2n.editors.sizing import edit_size
@@ -103,7 +104,8 @@ class In2nPipeline(VanillaPipeline):
         prepare_process()  # ns-render and ns-viewer build the pipeline before loading the run's checkpoint
         if test_mode == "val":
             config.check()
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # On several devices, Ranks.join below puts the model in DDP (nerfstudio's own wrapping is CUDA-only).
+        super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
         self._grad_scaler = grad_scaler
         # Neither the loop nor the editor is a submodule: the diffusion weights must never reach state_dict().
         self.edit_loop: Optional[EditLoop] = None
@@ -126,6 +128,9 @@ class In2nPipeline(VanillaPipeline):
             panel = LiveEditPanel(self.edit_loop)
         # Registered under its title, which the viewer shows as the section's name.
         self.add_module(PANEL_NAME, panel)
+        self.ranks: Optional[Ranks] = None
+        if world_size > 1:  # several devices: each process trains on and edits its share (in2n.distributed)
+            self.ranks = Ranks.join(self, world_size, panel)
 
     @property
     def _panel(self) -> nn.Module:
@@ -137,9 +142,12 @@ class In2nPipeline(VanillaPipeline):
             with without_autocast():
                 self.edit_loop.before_step(step)
         chunks = self.config.micro_batches()
-        if chunks == 1:
+        if chunks == 1 and self.ranks is None:
             return super().get_train_loss_dict(step)
-        ray_bundle, batch = self.datamanager.next_train(step)
+        if self.ranks is None:
+            ray_bundle, batch = self.datamanager.next_train(step)
+        else:  # the same rays in every process
+            ray_bundle, batch = self.ranks.next_train(self.datamanager, step)
         num_rays = len(ray_bundle)
         patch = self.datamanager.config.patch_size
         schedules = SamplerSchedules(self.model)
@@ -151,6 +159,8 @@ class In2nPipeline(VanillaPipeline):
             metrics = self.model.get_metrics_dict(outputs, part_batch)
             return outputs, self.model.get_loss_dict(outputs, part_batch, metrics), metrics
 
+        if self.ranks is not None:  # this process's share of the step
+            return self.ranks.accumulate(num_rays, patch * patch, self.config.ray_chunks, step_part, self._backward)
         parts = chunk_slices(num_rays, chunks, patch * patch)
         return accumulate(parts, step_part, self._backward)
 

@@ -11,13 +11,14 @@ from typing import Any, Dict, Literal, Optional, Type
 
 import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils import writer
+from nerfstudio.utils import comms, writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from in2n.console import notice
 from in2n.dataset_update.loop import EditLoop
 from in2n.dataset_update.state import EDIT_STATE_KEY, EditState, EditStateError
+from in2n.distributed import prepare_launch, single_device_state, world_size_of
 from in2n.editors.factory import EditorFactory
 from in2n.errors import In2nError
 from in2n.pipeline import In2nPipeline
@@ -32,6 +33,12 @@ class In2nTrainerConfig(TrainerConfig):
     """nerfstudio's trainer, with `max_num_iterations` counting the steps of the whole edit."""
 
     _target: Type = field(default_factory=lambda: In2nTrainer)
+
+    def save_config(self) -> None:
+        # ns-train saves the config just before it launches the run: one on several devices is set up here.
+        if world_size_of(self) > 1:
+            prepare_launch(self)
+        super().save_config()
 
 
 class In2nTrainer(Trainer):
@@ -104,7 +111,7 @@ class In2nTrainer(Trainer):
             )
             setattr(model, name, value)
         config_file = self.base_dir / "config.yml"
-        if options and config_file.exists():  # ns-train wrote it before setting up the trainer
+        if options and config_file.exists() and comms.is_main_process():  # ns-train wrote it before the trainer
             config_file.write_text(yaml.dump(self.config), "utf8")
 
     def _load_checkpoint(self) -> None:
@@ -144,7 +151,8 @@ class In2nTrainer(Trainer):
                     "continue editing. Nothing was written."
                 )
         self.config = dataclasses.replace(self.config, max_num_iterations=steps_left)
-        loop.log_progress_to(self.base_dir)
+        if comms.is_main_process():
+            loop.log_progress_to(self.base_dir)
 
     def train(self) -> None:
         """nerfstudio's training loop; an edit with no step left to run (finished or converged) writes nothing."""
@@ -153,6 +161,7 @@ class In2nTrainer(Trainer):
             return
         super().train()
 
+    @check_main_thread
     def _discard_new_run_folder(self) -> None:
         """Remove the folder ns-train made for this run, if it holds nothing but what this process wrote into it:
         its config.yml, the progress log and empty logger files. An existing run's folder is left alone."""
@@ -226,7 +235,7 @@ class In2nTrainer(Trainer):
         path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         state: Dict[str, Any] = {
             "step": step,
-            "pipeline": self.pipeline.state_dict(),
+            "pipeline": single_device_state(self.pipeline.state_dict()),
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
