@@ -73,14 +73,22 @@ def test_an_edit_on_two_processes_edits_as_one_and_resumes_on_any_number(
 
     two_then_one = edit(two / "nerfstudio_models", workdir, scene, "devices-2-then-1", RESUMED_STEPS)
     one_then_two = edit(one / "nerfstudio_models", workdir, scene, "devices-1-then-2", RESUMED_STEPS, *TWO_DEVICES)
+    check_resumed(rows, two_then_one, one_then_two)
+
+
+def check_resumed(rows: List[List[str]], two_then_one: Path, one_then_two: Path) -> None:
+    """The edits of `rows` continued from two devices on one and from one on two: the same edits at the same steps,
+    to the end of the edit."""
     continued = schedule_rows(two_then_one)
-    assert len(continued) == RESUMED_STEPS * EDIT_COUNT and continued[: len(rows)] == rows
+    assert continued[: len(rows)] == rows, "the history of the run resumed"
+    first = NERFACTO_STEPS
+    assert sorted({int(row[0]) for row in continued}) == list(range(first, first + RESUMED_STEPS))
     assert schedule_rows(one_then_two) == continued
     for resumed in (two_then_one, one_then_two):
         state = only_checkpoint(resumed)
         assert state["step"] == NERFACTO_STEPS - 1 + RESUMED_STEPS
         edits = EditState.of_checkpoint(state)
-        assert edits is not None and edits.edited_views == list(range(TRAINING_VIEWS))
+        assert edits is not None and edits.edited_views == list(range(TRAINING_VIEWS)), "every view edited"
 
 
 def test_options_two_processes_cannot_run_are_refused_before_anything_is_written(
