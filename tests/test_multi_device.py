@@ -5,6 +5,8 @@ whole edit, and the edit continues on one device from two and on two from one.""
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -15,6 +17,7 @@ from in2n.dataset_update.state import EditState
 from in2n.runs.checkpoints import checkpoints_in, load_checkpoint_file
 from tests.conftest import NERFACTO_STEPS, SCENE, in2n_args, in2n_run_dir, run
 from tests.helpers import flat
+from tests.processes import start_process_group, stop_process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -102,3 +105,33 @@ def test_options_two_processes_cannot_run_are_refused_before_anything_is_written
     assert "--machine.num-devices 2 shares each step's rays out among the devices" in message
     assert "Use a multiple of 2048 rays" in message and "Traceback" not in result.stderr
     assert not in2n_run_dir(workdir, "devices-refused").exists()
+
+
+def rank_processes(pid: int) -> List[int]:
+    """The processes ns-train `pid` spawned for the ranks, in the order it started them."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes())
+
+
+def test_a_process_killed_ends_the_run_with_one_message_and_a_complete_checkpoint(
+    nerfacto_run: Path, scene: Path, workdir: Path, tmp_path: Path
+) -> None:
+    args = in2n_args(nerfacto_run, workdir, "devices-killed", "--max-num-iterations", 200, "--steps-per-save", 1,
+                     *OPTIONS, *TWO_DEVICES, "nerfstudio-data", "--data", scene)  # fmt: skip
+    models = in2n_run_dir(workdir, "devices-killed") / "nerfstudio_models"
+    log_path = tmp_path / "ns-train.log"
+    with open(log_path, "w") as log:
+        process = start_process_group(args, log, cwd=workdir)
+        try:
+            wait_until(lambda: models.is_dir() and bool(checkpoints_in(models)), process, 600, "a checkpoint", log_path)
+            os.kill(rank_processes(process.pid)[-1], signal.SIGKILL)
+            assert process.wait(300) != 0
+        finally:
+            stop_process_group(process)
+    text = log_path.read_text()
+    message = flat(text)
+    assert message.count("in2n: error:") == 1 and "Traceback" not in text, text[-3000:]
+    assert "in2n: error: process " in message and "the other processes were stopped with it" in message
+    assert f"is complete. To continue the edit, run the same command with --load-dir {models}" in message
+    found = checkpoints_in(models)
+    assert EditState.of_checkpoint(load_checkpoint_file(found[max(found)])) is not None
