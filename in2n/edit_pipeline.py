@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from in2n.console import notice, notice_once
 from in2n.data.training_images import TrainingImages
 from in2n.dataset_update.loop import EditLoop, EditLoopConfig, Perceptual, ViewRender
+from in2n.distributed import Ranks
 from in2n.editors.base import Editor
 from in2n.editors.factory import EditorConfig, EditorFactory, build_editor
 from in2n.editors.sizing import edit_size
@@ -50,6 +51,10 @@ class EditPipelineConfig(VanillaPipelineConfig, EditorConfig, EditLoopConfig):
         """Problems with the options of the scene's own kind (its model and datamanager)."""
         return []
 
+    def several_devices_problem(self) -> Optional[str]:
+        """Why this kind of scene cannot train on several devices (`--machine.num-devices`), if it cannot."""
+        return None
+
 
 class EditPipeline(VanillaPipeline):
     """nerfstudio's pipeline, interleaved with edits of its training views.
@@ -77,7 +82,8 @@ class EditPipeline(VanillaPipeline):
         if test_mode == "val":
             config.check()
         self.check_device(device)
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # On several devices, Ranks.join below puts the model in DDP (nerfstudio's own wrapping is CUDA-only).
+        super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
         self._grad_scaler = grad_scaler
         # Neither the loop nor the editor is a submodule: the diffusion weights must never reach state_dict().
         self.edit_loop: Optional[EditLoop] = None
@@ -100,6 +106,9 @@ class EditPipeline(VanillaPipeline):
             panel = LiveEditPanel(self.edit_loop)
         # Registered under its title, which the viewer shows as the section's name.
         self.add_module(PANEL_NAME, panel)
+        self.ranks: Optional[Ranks] = None
+        if world_size > 1:  # several devices: each process trains on and edits its share (in2n.distributed)
+            self.ranks = Ranks.join(self, world_size, panel)
 
     # ------------------------------------------------------------------------------------------------------------
     # What a kind of scene provides.

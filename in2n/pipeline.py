@@ -58,9 +58,12 @@ class In2nPipeline(EditPipeline):
 
     def train_step(self, step: int):
         chunks = self.config.micro_batches()
-        if chunks == 1:
+        if chunks == 1 and self.ranks is None:
             return super().train_step(step)
-        ray_bundle, batch = self.datamanager.next_train(step)
+        if self.ranks is None:
+            ray_bundle, batch = self.datamanager.next_train(step)
+        else:  # the same rays in every process
+            ray_bundle, batch = self.ranks.next_train(self.datamanager, step)
         num_rays = len(ray_bundle)
         patch = self.datamanager.config.patch_size
         schedules = SamplerSchedules(self.model)
@@ -72,6 +75,8 @@ class In2nPipeline(EditPipeline):
             metrics = self.model.get_metrics_dict(outputs, part_batch)
             return outputs, self.model.get_loss_dict(outputs, part_batch, metrics), metrics
 
+        if self.ranks is not None:  # this process's share of the step
+            return self.ranks.accumulate(num_rays, patch * patch, self.config.ray_chunks, step_part, self._backward)
         parts = chunk_slices(num_rays, chunks, patch * patch)
         return accumulate(parts, step_part, self._backward)
 

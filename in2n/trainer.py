@@ -11,13 +11,14 @@ from typing import Any, Dict, Literal, Optional, Type
 
 import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils import writer
+from nerfstudio.utils import comms, writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from in2n.console import notice
 from in2n.dataset_update.loop import EditLoop
 from in2n.dataset_update.state import EDIT_STATE_KEY, EditState, EditStateError
+from in2n.distributed import prepare_launch, single_device_state, world_size_of
 from in2n.edit_pipeline import EditPipeline
 from in2n.editors.factory import EditorFactory
 from in2n.errors import In2nError
@@ -46,6 +47,9 @@ class In2nTrainerConfig(TrainerConfig):
                 model = self.pipeline.model
                 for name, value in source_model_options(previous.config.pipeline.model, model).items():
                     set_nested_field(model, name, value)
+        # ns-train saves the config just before it launches the run: one on several devices is set up here.
+        if world_size_of(self) > 1:
+            prepare_launch(self)
         super().save_config()
 
 
@@ -122,7 +126,7 @@ class In2nTrainer(Trainer):
             )
             set_nested_field(model, name, value)
         config_file = self.base_dir / "config.yml"
-        if options and config_file.exists():  # ns-train wrote it before setting up the trainer
+        if options and config_file.exists() and comms.is_main_process():  # ns-train wrote it before the trainer
             config_file.write_text(yaml.dump(self.config), "utf8")
 
     def _load_checkpoint(self) -> None:
@@ -164,7 +168,8 @@ class In2nTrainer(Trainer):
                     "continue editing. Nothing was written."
                 )
         self.config = dataclasses.replace(self.config, max_num_iterations=steps_left)
-        loop.log_progress_to(self.base_dir)
+        if comms.is_main_process():
+            loop.log_progress_to(self.base_dir)
 
     def _check_kind(self, found, checkpoint: Path) -> None:
         check_kind(self.config.method_name or "in2n", model_kind(self.config.pipeline.model), found, checkpoint)
@@ -188,6 +193,7 @@ class In2nTrainer(Trainer):
             return
         super().train()
 
+    @check_main_thread
     def _discard_new_run_folder(self) -> None:
         """Remove the folder ns-train made for this run, if it holds nothing but what this process wrote into it:
         its config.yml, the progress log and empty logger files. An existing run's folder is left alone."""
@@ -261,7 +267,7 @@ class In2nTrainer(Trainer):
         path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         state: Dict[str, Any] = {
             "step": step,
-            "pipeline": self.pipeline.state_dict(),
+            "pipeline": single_device_state(self.pipeline.state_dict()),
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),

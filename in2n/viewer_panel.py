@@ -11,17 +11,26 @@ summary travels in the pipeline's state dict as the panel's extra state, so a fi
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerNumber, ViewerText
 from torch import nn
 
-from in2n.dataset_update.loop import EditLoop, EditSummary
+from in2n.dataset_update.loop import EditLoop, EditSummary, LiveSettings
 
 PANEL_NAME = "Instruct-NeRF2NeRF"
 """The section's title in the viewer, and the panel's name among the pipeline's modules."""
 PANEL_STATE_KEY = f"{PANEL_NAME}._extra_state"
 """Where the summary is in the pipeline's state dict."""
+
+
+class LiveControls(Protocol):
+    """Where the controls write: the edit loop itself, or on several devices what the processes read together at the
+    start of a step (in2n.distributed.SharedControls)."""
+
+    live: LiveSettings
+
+    def request_reset(self) -> None: ...
 
 
 class LiveEditPanel(nn.Module):
@@ -31,6 +40,8 @@ class LiveEditPanel(nn.Module):
     def __init__(self, loop: EditLoop) -> None:
         super().__init__()
         self._loop = loop
+        self.controls: LiveControls = loop
+        """Where the controls write (the loop's live settings and its Reset)."""
         live = loop.live
         self.prompt = ViewerText(
             name="Edit prompt", default_value=live.prompt, hint="The instruction", cb_hook=self._set_prompt
@@ -47,19 +58,19 @@ class LiveEditPanel(nn.Module):
         loop.add_listener(self.show)
 
     def _set_prompt(self, element: ViewerText) -> None:
-        self._loop.live.prompt = element.value
+        self.controls.live.prompt = element.value
 
     def _set_guidance(self, element: ViewerNumber) -> None:
-        self._loop.live.guidance_scale = float(element.value)
+        self.controls.live.guidance_scale = float(element.value)
 
     def _set_image_guidance(self, element: ViewerNumber) -> None:
-        self._loop.live.image_guidance_scale = float(element.value)
+        self.controls.live.image_guidance_scale = float(element.value)
 
     def _set_paused(self, element: ViewerCheckbox) -> None:
-        self._loop.live.paused = bool(element.value)
+        self.controls.live.paused = bool(element.value)
 
     def _request_reset(self, element: ViewerButton) -> None:
-        self._loop.request_reset()
+        self.controls.request_reset()
         self.progress.value = "reset requested: applied before the next training step"
 
     def show(self, summary: EditSummary) -> None:

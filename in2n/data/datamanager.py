@@ -35,6 +35,14 @@ class In2nDataManagerConfig(VanillaDataManagerConfig):
     """Side of the square ray patches sampled for the LPIPS loss; 1 samples single rays."""
 
 
+class NoEpochs:
+    """The sampler nerfstudio's pipeline advances every step when it trains on several devices: this datamanager holds
+    every image in memory and samples rays from them directly, so there is no epoch to advance."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
 class In2nDataManager(VanillaDataManager):
     """nerfstudio's datamanager, sampling rays from `training_images`, whose row i is training view i.
 
@@ -42,6 +50,7 @@ class In2nDataManager(VanillaDataManager):
     """
 
     config: In2nDataManagerConfig
+    train_sampler = eval_sampler = NoEpochs()
 
     def setup_train(self) -> None:
         # Caching every image is what makes the in-place edit visible to the ray sampler.

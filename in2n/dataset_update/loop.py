@@ -19,7 +19,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Tuple
 
 # nerfstudio's writer and base_config import each other; importing the writer first fails.
 import nerfstudio.configs.base_config  # noqa: F401
@@ -65,6 +65,22 @@ Perceptual = Callable[[Tensor, Tensor], Tensor]
 EditScheduleName = Literal["views", "passes"]
 """When views are edited: a few at a time all along (Instruct-NeRF2NeRF), or all of them now and then
 (Instruct-GS2GS)."""
+
+EditResult = Tuple[EditRequest, Tensor]
+"""An edit request and the images the editor made of it."""
+
+
+class EditShare(Protocol):
+    """The edits shared out among the processes of a run on several devices (in2n.distributed.Ranks)."""
+
+    def agree(self, loop: EditLoop) -> None:
+        """Give the loop the live settings and Reset request every process applies at this step."""
+
+    def mine(self, groups: List[List[int]]) -> List[List[int]]:
+        """This process's share of the batches of views due."""
+
+    def gather(self, results: List[EditResult], groups: List[List[int]]) -> List[EditResult]:
+        """Every process's edits, as the batches `groups`."""
 
 
 @dataclass
@@ -250,6 +266,8 @@ class EditLoop:
         self._last_target = self.live.target()
         self._csv: Optional[ProgressCsv] = None
         self._region_seen = False
+        self.share: Optional[EditShare] = None
+        """Set on a run on several devices: each process edits its share of the views and writes all of them."""
 
     def describe(self) -> str:
         config = self.config
@@ -280,6 +298,8 @@ class EditLoop:
 
     def before_step(self, step: int) -> None:
         """What happens before training step `step`: a requested Reset, the edits due, and new edits if due."""
+        if self.share is not None:
+            self.share.agree(self)
         if self._reset_requested.is_set():
             self._reset_requested.clear()
             self.reset()
@@ -305,19 +325,24 @@ class EditLoop:
         """
         count = self.images.num_views if self.config.edit_schedule == "passes" else self.config.edit_count
         scheduled = {s.view: s for s in self.schedule.next_scheduled(count)}
-        batches = [
+        self._follow_target([s.pass_index for s in scheduled.values()])
+        groups = [
             group[start : start + self.config.edit_count]
             for group in group_by_size(list(scheduled), self.images.image_size)
             for start in range(0, len(group), self.config.edit_count)
         ]
-        requests = [self._request_edit([scheduled[v] for v in views], step) for views in batches]
+        mine = groups if self.share is None else self.share.mine(groups)
+        requests = [self._request_edit([scheduled[v] for v in views], step) for views in mine]
         if self._worker is not None:
             due_step = step + self.config.edit_rate
             self._pending += [PendingEdit(r, due_step, self._worker.submit(r)) for r in requests]
             return []
+        results = [(request, request.run(self.editor)) for request in requests]
+        if self.share is not None:
+            results = self.share.gather(results, groups)
         written: List[int] = []
-        for request in requests:
-            written += self._write_edit(request, request.run(self.editor), step)
+        for request, edited in results:
+            written += self._write_edit(request, edited, step)
         self._record_progress(step)
         return written
 
@@ -482,10 +507,6 @@ class EditLoop:
     def _request_edit(self, scheduled: List[ScheduledView], step: int) -> EditRequest:
         """Render the views now (the NeRF is only used on the training thread) and gather the edit's inputs."""
         views, passes = [s.view for s in scheduled], [s.pass_index for s in scheduled]
-        if self.live.target() != self._last_target:
-            # The edit now converges towards something else: passes started before count no more.
-            self._last_target = self.live.target()
-            self.progress.restart(min(passes))
         settings = self.settings()
         seeds = [edit_seed(self.config.seed, step, view) for view in views]
         strata = self.images.num_views
@@ -510,6 +531,13 @@ class EditLoop:
             masks=masks,
             noise_levels=levels,
         )
+
+    def _follow_target(self, passes: List[int]) -> None:
+        """When the prompt or guidance changed since the last edit request, the edit converges towards something else:
+        the passes of the views due now, and those before, count no more towards convergence."""
+        if passes and self.live.target() != self._last_target:
+            self._last_target = self.live.target()
+            self.progress.restart(min(passes))
 
     def _start_edit(self, request: EditRequest):
         """On the worker thread if edits run concurrently, otherwise now, on this thread."""

@@ -42,6 +42,14 @@ class In2nSplatPipelineConfig(EditPipelineConfig):
             ]
         return []
 
+    def several_devices_problem(self) -> Optional[str]:
+        # Data-parallel training needs the same parameters in every process; splatfacto's densification grows and
+        # prunes each process's Gaussians from its own gradients, so they would part ways at the first refinement.
+        return (
+            "the splat edit trains on one device: splatfacto adds and removes Gaussians as it trains, which "
+            "data-parallel processes cannot keep equal. Leave --machine.num-devices at 1."
+        )
+
 
 class In2nSplatPipeline(EditPipeline):
     """splatfacto training, interleaved with edits of its training views (see EditPipeline)."""
