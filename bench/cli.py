@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import tyro
 
 from bench.config import BenchConfig, BenchError, make_plan
-from bench.devices import resolve_device
+from bench.devices import cuda_device_count, resolve_device
 
 TRAIN_ARGS_FLAG = "--train-args"
 
@@ -32,7 +32,7 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        plan = make_plan(config, resolve_device(config.device))
+        plan = make_plan(config, resolve_device(config.device), cuda_device_count())
     except BenchError as error:
         raise SystemExit(f"bench: {error}") from None
     # Imported once the options are known to be measurable: nerfstudio takes seconds to import and warns as it does.

@@ -89,8 +89,17 @@ class BenchConfig:
     `--convergence-variants` with no names skips it."""
     concurrency_variant: Optional[Variant] = "in2n-lite"
     """Method whose training is timed with edits beside training and with edits that stop it; None: skip."""
-    concurrency_intervals: Optional[int] = None
-    """Timed edit intervals (edit_rate steps with one edit each) per mode; default 3 (2 with --quick)."""
+    intervals: Optional[int] = None
+    """Timed edit intervals (edit_rate steps with one edit each) per run of the concurrency and --num-devices
+    measurements, after an untimed one; default 3 (2 with --quick)."""
+    num_devices: Optional[Tuple[int, ...]] = None
+    """Device counts the edit of --scaling-variant is trained on, one run each (ns-train --machine.num-devices N),
+    timed side by side over whole edit intervals: steps/s and views edited per second. Default on CUDA: 1 and every
+    visible GPU when more than one is visible; none otherwise. On the CPU, `--num-devices 1 2` runs 2 processes over
+    gloo that share the cores: it exercises the measurement, not a speed-up."""
+    scaling_variant: Variant = "in2n"
+    """Method of the --num-devices runs (a NeRF variant: splat edits run on one device). Its views per edit are raised
+    to a multiple of the largest device count, so that every device edits a share of every edit, in every run."""
     compile_views: Optional[Tuple[int, ...]] = None
     """Views per edit the editor compiled with --pipeline.compile-editor is timed with, against the same editor
     uncompiled, in the first of --precisions at every size. Default: 1 on CUDA (1 and 4 without --quick; each batch
@@ -120,8 +129,8 @@ class Plan:
     """Modes the training steps are measured in."""
     measure_render: bool
     """Whether ns-render is measured on the run the training wrote."""
-    concurrency_intervals: int
-    """Timed edit intervals per concurrency mode."""
+    intervals: int
+    """Timed edit intervals per run of the concurrency and device-count measurements."""
     compile_views: Tuple[int, ...]
     """Views per edit the compiled editor is timed with (none: not measured)."""
     compiled_variants: Tuple[Variant, ...]
@@ -130,6 +139,8 @@ class Plan:
     """Methods whose training is measured."""
     convergence_variants: Tuple[Variant, ...] = ()
     """Methods whose edit is run until it converges."""
+    num_devices: Tuple[int, ...] = ()
+    """Device counts the edit is timed on (none: not measured)."""
 
 
 def native_edit_size(model_size: IP2PSize) -> int:
@@ -137,8 +148,9 @@ def native_edit_size(model_size: IP2PSize) -> int:
     return (SDXL_INSTRUCT_PIX2PIX if IP2P_SHAPES[model_size].sdxl else SD_INSTRUCT_PIX2PIX).native_size
 
 
-def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
-    """The measurements of `config` on `device`; raises BenchError for options the device cannot run."""
+def make_plan(config: BenchConfig, device: DeviceName, gpus: int = 0) -> Plan:
+    """The measurements of `config` on `device`, on a machine with `gpus` visible CUDA devices; raises BenchError for
+    options the machine cannot run."""
     cuda = device == "cuda"
     precisions = config.precisions if config.precisions is not None else (("fp16", "fp32") if cuda else ("fp32",))
     if not cuda and "fp16" in precisions:
@@ -153,7 +165,7 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
         raise BenchError("--views and --compile-views count from 1, and --sizes from 8 px.")
     timed_passes = config.timed_passes if config.timed_passes is not None else (config.steps if cuda else 2)
     repeats = config.repeats if config.repeats is not None else ((3 if config.quick else 5) if cuda else 1)
-    intervals = config.concurrency_intervals
+    intervals = config.intervals
     return Plan(
         device=device,
         sizes=tuple(sizes),
@@ -164,7 +176,7 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
         warm_up_s=(3.0 if config.quick else 10.0) if cuda else 0.0,
         training_modes=("ours",) if config.quick else MODES,
         measure_render=not config.quick,
-        concurrency_intervals=intervals if intervals is not None else (2 if config.quick else 3),
+        intervals=intervals if intervals is not None else (2 if config.quick else 3),
         compile_views=tuple(compile_views),
         compiled_variants=tuple(
             config.compiled_variants if config.compiled_variants is not None else (("in2n",) if cuda else ())
@@ -179,4 +191,27 @@ def make_plan(config: BenchConfig, device: DeviceName) -> Plan:
             if config.convergence_variants is not None
             else (("in2n-lite", "in2n-splat") if cuda and not config.quick else ())
         ),
+        num_devices=device_counts(config, cuda, gpus),
     )
+
+
+def device_counts(config: BenchConfig, cuda: bool, gpus: int) -> Tuple[int, ...]:
+    """The device counts the edit is timed on: --num-devices, checked against the machine, or the device's default."""
+    if config.num_devices is None:
+        return (1, gpus) if cuda and gpus > 1 else ()
+    counts = tuple(sorted(set(config.num_devices)))
+    if not counts:
+        return ()
+    if counts[0] < 1:
+        raise BenchError("--num-devices counts devices from 1.")
+    if cuda and counts[-1] > gpus:
+        raise BenchError(
+            f"--num-devices {counts[-1]}: this machine has {gpus} CUDA device(s) visible. Use at most {gpus}, or "
+            "--device cpu to run the processes on the CPU."
+        )
+    if config.scaling_variant in SPLAT_VARIANTS:
+        raise BenchError(
+            f"--scaling-variant {config.scaling_variant}: a splat edit runs on one device; measure a NeRF variant "
+            f"({', '.join(NERF_VARIANTS)})."
+        )
+    return counts

@@ -22,6 +22,11 @@ def cuda_available() -> bool:
         return torch.cuda.is_available()
 
 
+def cuda_device_count() -> int:
+    """The CUDA devices this process sees (0 without CUDA)."""
+    return torch.cuda.device_count() if cuda_available() else 0
+
+
 def resolve_device(requested: Optional[DeviceName]) -> DeviceName:
     """The device asked for, or cuda when available and else cpu; BenchError if CUDA is asked for and missing."""
     available = cuda_available()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
 from bench.config import BenchConfig, Plan, make_plan
-from bench.devices import resolve_device
+from bench.devices import cuda_device_count, resolve_device
 from bench.edits import expected_scaled_fraction, measure_edits
 from bench.machine import machine
 from bench.memory import process_tracker
@@ -52,7 +52,7 @@ def run(config: BenchConfig, plan: Optional[Plan] = None) -> Dict[str, Any]:
     """Run every measurement of `plan` (default: the plan of `config` on its device); writes and returns the
     results. The results files are rewritten after every measurement, so a run stopped part-way (a time limit, a
     failed training process) leaves what it measured up to then."""
-    plan = plan or make_plan(config, resolve_device(config.device))
+    plan = plan or make_plan(config, resolve_device(config.device), cuda_device_count())
     started = time.perf_counter()
     work = config.output_dir
     work.mkdir(parents=True, exist_ok=True)

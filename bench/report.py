@@ -70,6 +70,18 @@ CONCURRENCY_ROWS = {
     "peak_reserved_mb": "peak GPU memory, max_memory_reserved (MB)",
 }
 
+SCALING_ROWS: Dict[str, Tuple[str, float]] = {
+    "steps_per_s": ("steps/s over whole edit intervals", 1.0),
+    "views_per_s": ("views edited per second over whole edit intervals", 1.0),
+    "step_s": ("ms per training step without edit", 1000.0),
+    "edit_step_s": ("ms per training step with an edit", 1000.0),
+    "edit_view_s": ("ms per edited view: the step with an edit above one without, per view", 1000.0),
+    "peak_rss_mb": ("peak memory, RSS of the largest process (MB)", 1.0),
+    "peak_allocated_mb": ("peak GPU memory of rank 0, max_memory_allocated (MB)", 1.0),
+    "peak_reserved_mb": ("peak GPU memory of rank 0, max_memory_reserved (MB)", 1.0),
+}
+SCALING_HEADING = "## Several devices (ns-train --machine.num-devices N)"
+
 
 def number(value: Optional[float], derived: bool = False) -> str:
     if value is None:
@@ -378,6 +390,46 @@ def comparison_row(label: str, block: Dict[str, Any], key: str) -> str:
     )
 
 
+def scaling_lines(results: Dict[str, Any]) -> List[str]:
+    """The edit on each device count measured, and each count against the smallest; or why it was not measured."""
+    scaling = results.get("scaling")
+    gpu = results["machine"].get("gpu")
+    if not scaling:
+        if gpu is None or gpu["visible_devices"] > 1:
+            return []
+        return [
+            SCALING_HEADING,
+            "",
+            f"Not measured: {gpu['visible_devices']} CUDA device visible; it takes 2 or more.",
+            "",
+        ]
+    skipped = [f"Not measured on {count} devices: {why}" for count, why in scaling.get("skipped", {}).items()]
+    runs = scaling["by_devices"]
+    counts = list(runs)
+    if not counts:
+        return [SCALING_HEADING, "", *skipped, ""]
+    first = runs[counts[0]]
+    units = ("GPU", "GPUs") if gpu else ("CPU process", "CPU processes")
+    where = "" if gpu else "; on the CPU the processes share its cores, so this tests the path, not a speed-up"
+    lines = [
+        f"## Several devices ({scaling['variant']}, ns-train --machine.num-devices N; {scaling['edit_count']} views "
+        f"per edit every {first['edit_rate']} steps, {first['timed_steps']} timed steps per run{where})",
+        "",
+        "| measurement | "
+        + " | ".join(f"{count} {units[count != '1']}" for count in counts)
+        + "".join(f" | {count} / {counts[0]}" for count in counts[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(counts) - 1),
+    ]
+    for key, (label, factor) in SCALING_ROWS.items():
+        if key not in first:
+            continue
+        cells = [number(runs[count][key] * factor) for count in counts]
+        cells += [number(scaling["ratio"][count].get(key)) for count in counts[1:]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + ["", *(line for why in skipped for line in (why, ""))]
+
+
 def render_lines(results: Dict[str, Any]) -> List[str]:
     render = results["render"]
     lines = [
@@ -394,9 +446,40 @@ def render_lines(results: Dict[str, Any]) -> List[str]:
 def note_lines(results: Dict[str, Any]) -> List[str]:
     config = results["config"]
     cuda = results["machine"].get("gpu") is not None
+    lines = ["## Notes", ""]
+    if results.get("edit"):
+        lines += edit_note_lines(results)
+    if cuda:
+        lines.append(
+            f"- The GPU ran {results['plan']['warm_up_s']:.0f} s of matrix products before the timings of each "
+            "process (its clocks ramp up over seconds)."
+        )
+    if results.get("edit") or results.get("training"):
+        lines.append(
+            "- Peak memory per phase: the highest value of each counter between the phase's start and end, and that "
+            "less its value at the start (what the phase added). RSS: Linux's high-water mark, reset at every phase "
+            "boundary through /proc/self/clear_refs. CUDA: torch.cuda.max_memory_allocated (tensors) and "
+            "max_memory_reserved (the caching allocator's blocks), reset with torch.cuda.reset_peak_memory_stats."
+        )
+    if results.get("training"):
+        lines += training_note_lines(cuda)
+    if results.get("scaling"):
+        lines.append(
+            "- Several devices: one run per device count, launched as ns-train launches it (nerfstudio's launch, one "
+            "process per device), an untimed edit interval, then whole edit intervals timed on rank 0 between two "
+            "barriers. Each step ends in the processes' exchanges (DDP's gradient average, the gathered edits), so "
+            "rank 0's clock covers the slowest process. Every run edits the same views per edit, a multiple of the "
+            "largest device count, and trains on the same rays per step, shared out among the devices."
+        )
+    if config.get("train_args"):
+        lines.append(f"- Every training measurement ran with the extra options `{' '.join(config['train_args'])}`.")
+    return lines
+
+
+def edit_note_lines(results: Dict[str, Any]) -> List[str]:
+    """What the edit tables compare, and how their derived numbers were made."""
+    config = results["config"]
     lines = [
-        "## Notes",
-        "",
         "- ours: the package's InstructPix2PixEditor as the pipeline uses it, all views in one batched UNet call "
         "(edit_count = views), condition latents cached (the second edit of the same views: the steady state of a "
         "run). reference: one view per UNet call, condition latents encoded on every edit, the same fixed number of "
@@ -408,46 +491,38 @@ def note_lines(results: Dict[str, Any]) -> List[str]:
         "- The NeRF render of a view is the same computation in both modes (measured once per size).",
         "- Ours and the reference compute the same images; their difference is rounding between batch sizes "
         "(different convolution algorithms), amplified by the guidance scales and the random weights.",
-        "- Peak memory per phase: the highest value of each counter between the phase's start and end, and that less "
-        "its value at the start (what the phase added). RSS: Linux's high-water mark, reset at every phase boundary "
-        "through /proc/self/clear_refs. CUDA: torch.cuda.max_memory_allocated (tensors) and max_memory_reserved "
-        "(the caching allocator's blocks), reset with torch.cuda.reset_peak_memory_stats.",
     ]
     if "expected_scaled_unet_fraction" in results:
         lines.append(
             f"- Over all noise levels, a noise-scaled edit of {config['steps']} steps runs "
             f"{results['expected_scaled_unet_fraction']:.2f} of the UNet passes on average."
         )
-    if cuda:
-        lines.append(
-            f"- The GPU ran {results['plan']['warm_up_s']:.0f} s of matrix products before the timings of each "
-            "process (its clocks ramp up over seconds)."
-        )
-    if results.get("training"):
-        precision = (
-            "in2n-big edits in fp32, in2n and in2n-lite in fp16"
-            if cuda
-            else "on the CPU InstructPix2Pix runs in fp32 whatever the variant, so in2n and in2n-big are the same "
-            "computation here"
-        )
-        lines += [
-            "- Training: one process per variant and mode, steps numbered as in an edit of a nerfacto trained 30000 "
-            "steps (nerfacto's proposal networks train on one step in six there; below step 10, on every step). Step "
-            "times after an untimed first step of each kind: steps without an edit, the mean of consecutive steps "
-            "(one cycle of the proposal schedule); steps with an edit, the median. Steps/s with editing (*) = "
-            f"edit_rate / ((edit_rate - 1) x step + edit step). {precision[0].upper()}{precision[1:]}; in2n-lite has "
-            "no LPIPS and 4096 rays per step instead of 16384. The phases of a step with an edit: the render of the "
-            "view to edit, the edit, and the rest (NeRF forward and backward passes and the optimizer).",
-            "- in2n-splat and in2n-splat-lite edit splatfacto (on CUDA gsplat's kernels; on the CPU the pure-torch "
-            "route, whose speed says nothing about a GPU) in passes: their step with an edit is a pass over every "
-            "view, its edits batched 4 (in2n-splat) or 1 (in2n-splat-lite) per diffusion call, and steps/s with "
-            "editing = pass_every / ((pass_every - 1) x step + pass step).",
-            "- Peak memory of a process: the peak resident set size of it and its children (os.wait4, in a small "
-            "launcher process so that the harness's own memory is not counted), and on CUDA the allocator's peaks.",
-        ]
-    if config.get("train_args"):
-        lines.append(f"- Every training measurement ran with the extra options `{' '.join(config['train_args'])}`.")
     return lines
+
+
+def training_note_lines(cuda: bool) -> List[str]:
+    """How the training steps were timed, and what differs between the variants."""
+    precision = (
+        "in2n-big edits in fp32, in2n and in2n-lite in fp16"
+        if cuda
+        else "on the CPU InstructPix2Pix runs in fp32 whatever the variant, so in2n and in2n-big are the same "
+        "computation here"
+    )
+    return [
+        "- Training: one process per variant and mode, steps numbered as in an edit of a nerfacto trained 30000 "
+        "steps (nerfacto's proposal networks train on one step in six there; below step 10, on every step). Step "
+        "times after an untimed first step of each kind: steps without an edit, the mean of consecutive steps "
+        "(one cycle of the proposal schedule); steps with an edit, the median. Steps/s with editing (*) = "
+        f"edit_rate / ((edit_rate - 1) x step + edit step). {precision[0].upper()}{precision[1:]}; in2n-lite has "
+        "no LPIPS and 4096 rays per step instead of 16384. The phases of a step with an edit: the render of the "
+        "view to edit, the edit, and the rest (NeRF forward and backward passes and the optimizer).",
+        "- in2n-splat and in2n-splat-lite edit splatfacto (on CUDA gsplat's kernels; on the CPU the pure-torch "
+        "route, whose speed says nothing about a GPU) in passes: their step with an edit is a pass over every "
+        "view, its edits batched 4 (in2n-splat) or 1 (in2n-splat-lite) per diffusion call, and steps/s with "
+        "editing = pass_every / ((pass_every - 1) x step + pass step).",
+        "- Peak memory of a process: the peak resident set size of it and its children (os.wait4, in a small "
+        "launcher process so that the harness's own memory is not counted), and on CUDA the allocator's peaks.",
+    ]
 
 
 def markdown(results: Dict[str, Any]) -> str:
@@ -461,6 +536,7 @@ def markdown(results: Dict[str, Any]) -> str:
         lines += convergence_lines(results)
     if "concurrency" in results:
         lines += concurrency_lines(results)
+    lines += scaling_lines(results)
     if "render" in results:
         lines += render_lines(results)
     return "\n".join(lines + note_lines(results)) + "\n"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bench.config import SPLAT_VARIANTS, BenchConfig, Plan
 from bench.profiling import ratios
 from bench.progress import log
+from bench.scaling import edit_count_for, launch_problems_on
 from bench.training import METHODS, NERFACTO_STEPS, SPLATFACTO_STEPS, model_args, training_setup
 from bench.workers import nerfstudio_command, run_measured, run_worker_process
 from in2n.runs.checkpoints import checkpoints_in, load_checkpoint_file
@@ -41,12 +42,15 @@ class RunFolders:
         return self.load_dir
 
 
-def in2n_args(config: BenchConfig, folders: RunFolders, name: str, variant: str = "in2n") -> List[str]:
-    """ns-train options of an in2n training measurement named `name`, ending with the user's --train-args."""
+def in2n_args(
+    config: BenchConfig, folders: RunFolders, name: str, variant: str = "in2n", extra: Sequence[str] = ()
+) -> List[str]:
+    """ns-train options of an in2n training measurement named `name`: the common ones, the measurement's `extra`
+    ones, and the user's --train-args last."""
     return ["--pipeline.datamanager.data", str(folders.scene), "--load-dir", str(folders.base_of(variant)),
             "--pipeline.ip2p-model", str(folders.model), "--pipeline.prompt", config.prompt,
             "--pipeline.diffusion-steps", str(config.steps), "--output-dir", str(folders.work / "runs"),
-            "--experiment-name", "scene", "--timestamp", name, *config.train_args]  # fmt: skip
+            "--experiment-name", "scene", "--timestamp", name, *extra, *config.train_args]  # fmt: skip
 
 
 def train_nerfacto(plan: Plan, work: Path, model: Path, env: Dict[str, str]) -> RunFolders:
@@ -120,11 +124,15 @@ def measure_runs(
             # The mode's option comes last, after any --train-args, so that the measurement is what it says.
             args = [*in2n_args(config, folders, f"{variant}-concurrent-{concurrent}", variant),
                     "--pipeline.concurrent-edits", concurrent]  # fmt: skip
-            spec = {**common, "variant": variant, "intervals": plan.concurrency_intervals, "args": args}
+            spec = {**common, "variant": variant, "intervals": plan.intervals, "args": args}
             concurrency[mode] = run_worker_process("train-interval", spec, work, f"concurrent-{concurrent}", env)
         concurrency["ratio"] = ratios(concurrency["ours"], concurrency["reference"])
         concurrency["variant"] = variant
         results["concurrency"] = concurrency
+        save()
+
+    if plan.num_devices:
+        results["scaling"] = measure_scaling(config, plan, folders, env)
         save()
 
     if plan.convergence_variants:
@@ -139,6 +147,33 @@ def measure_runs(
     if plan.measure_render and runs:
         results["render"] = measure_render(plan, work, model, runs[0]["run_config"], env)
         save()
+
+
+def measure_scaling(config: BenchConfig, plan: Plan, folders: RunFolders, env: Dict[str, str]) -> Dict[str, Any]:
+    """The edit of --scaling-variant on each device count of the plan, the same views per edit in every run, and the
+    ratios of each count's numbers to the smallest count's; a count the run's options cannot be shared out on (rays
+    that do not split into whole patches) is skipped, with why."""
+    variant = config.scaling_variant
+    edit_count = edit_count_for(METHODS[variant].config.pipeline.edit_count, list(plan.num_devices))
+    scaling: Dict[str, Any] = {"variant": variant, "edit_count": edit_count, "by_devices": {}, "ratio": {},
+                               "skipped": {}}  # fmt: skip
+    for count in plan.num_devices:
+        name = f"{variant}-{count}-devices"
+        args = in2n_args(config, folders, name, variant, ["--pipeline.edit-count", str(edit_count)])
+        spec = {"device": plan.device, "warm_up_s": plan.warm_up_s, "variant": variant, "devices": count,
+                "intervals": plan.intervals, "args": args,
+                "rank_0_result": str(folders.work / "logs" / f"{name}.rank0.json")}  # fmt: skip
+        problems = launch_problems_on(spec)
+        if problems:
+            scaling["skipped"][str(count)] = " ".join(problems)
+            log(f"{variant} on {count} device(s): not measured. {' '.join(problems)}")
+            continue
+        log(f"training {variant} on {count} device(s), {edit_count} views per edit")
+        scaling["by_devices"][str(count)] = run_worker_process("devices", spec, folders.work, name, env)
+    measured = list(scaling["by_devices"])
+    for count in measured[1:]:
+        scaling["ratio"][count] = ratios(scaling["by_devices"][count], scaling["by_devices"][measured[0]])
+    return scaling
 
 
 def measure_render(plan: Plan, work: Path, model: Path, run_config: str, env: Dict[str, str]) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from bench.reference_render import render_reference_worker
+from bench.scaling import devices_worker
 from bench.training import train_interval_worker, train_worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,7 @@ WORKERS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "train": train_worker,
     "train-interval": train_interval_worker,
     "render-reference": render_reference_worker,
+    "devices": devices_worker,
 }
 
 

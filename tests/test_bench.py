@@ -1,5 +1,6 @@
 """The benchmark (bench/, run by scripts/bench.py) on a tiny model: its results, its reference edit against ours, the
-plan it makes per device, per-phase peak memory, the report, and its command line."""
+plan it makes per device, per-phase peak memory, the edit on one and on two processes, the report, and its command
+line."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from bench.cli import parse_args, split_train_args
 from bench.compiled import COMPILE_WARM_UP_EDITS, measure_compiled
 from bench.config import BenchConfig, BenchError, make_plan
 from bench.edits import EDIT_COMPONENTS, call_sizes, unet_seconds
-from bench.harness import run
+from bench.harness import as_json, run
 from bench.memory import MemoryCounters, PeakTracker, PhaseMemory
-from bench.profiling import Phases
+from bench.profiling import Phases, ratios
 from bench.reference_editor import ReferenceModeEditor
-from bench.report import compiled_lines, convergence_lines, markdown, training_lines
+from bench.report import compiled_lines, convergence_lines, markdown, number, scaling_lines, training_lines
 from bench.runs import RunFolders, in2n_args
+from bench.scaling import edit_count_for, launch_problems_on
 from bench.training import PhaseEditor
 from bench.workers import run_measured
 from in2n.data.training_images import TrainingImages
@@ -166,7 +168,7 @@ def test_plan_fills_in_each_devices_defaults():
     )  # fmt: skip
     assert cuda.warm_up_s > 0
     quick = make_plan(BenchConfig(quick=True), "cuda")
-    assert (quick.repeats, quick.training_modes, quick.measure_render, quick.concurrency_intervals) == (
+    assert (quick.repeats, quick.training_modes, quick.measure_render, quick.intervals) == (
         3, ("ours",), False, 2,
     )  # fmt: skip
     assert (cuda.compile_views, quick.compile_views) == ((1, 4), (1,))
@@ -402,3 +404,91 @@ def test_report_shows_a_pass_as_the_splats_step_with_an_edit_and_the_time_to_con
     assert "|in2n-splat | ms per edited view in a step with an edit | 1200 |" in text
     assert "|in2n-splat | yes | 12501 | 5 | 120 | 100 | 5000 | 244* |" in text, "100 s + 120 edits x 1.2 s"
     assert "|in2n-lite | no (stopped at 2000 steps) | 2000 | 10 | 200 | 300 | 4000 | 600* |" in text
+
+
+@pytest.mark.e2e
+def test_the_edit_is_timed_on_one_and_on_two_processes_launched_as_ns_train_does(tmp_path: Path):
+    config = BenchConfig(
+        device="cpu", model_size="tiny", sizes=(), variants=(), concurrency_variant=None, num_devices=(2, 1),
+        scaling_variant="in2n-lite", intervals=1, output_dir=tmp_path,
+    )  # fmt: skip
+    results = run(config)
+
+    scaling = json.loads((tmp_path / "bench.json").read_text())["scaling"]
+    assert scaling == as_json(results["scaling"])
+    assert (scaling["variant"], scaling["edit_count"]) == ("in2n-lite", 2), "in2n-lite's 1 view, raised to 2"
+    runs = scaling["by_devices"]
+    assert list(runs) == ["1", "2"]
+    for count, measured in runs.items():
+        # One timed edit interval of in2n-lite (an edit every 10 steps), after an untimed one.
+        assert measured["devices"] == int(count) and measured["edit_rate"] == 10
+        assert (measured["timed_steps"], measured["views_edited"], measured["views_per_edit_step"]) == (10, 2, 2)
+        assert measured["steps_per_s"] / measured["views_per_s"] == pytest.approx(10 / 2)
+        assert 0 < measured["step_s"] < measured["edit_step_s"]
+        assert measured["edit_view_s"] == pytest.approx((measured["edit_step_s"] - measured["step_s"]) / 2)
+        assert measured["peak_rss_mb"] > 100
+    for key in ("steps_per_s", "views_per_s", "step_s", "edit_view_s", "peak_rss_mb"):
+        assert scaling["ratio"]["2"][key] == pytest.approx(runs["2"][key] / runs["1"][key]), key
+    # Each run is an in2n run folder of its own, its config saved as ns-train saves it.
+    for count in ("1", "2"):
+        assert (tmp_path / "runs" / "scene" / "in2n-lite" / f"in2n-lite-{count}-devices" / "config.yml").is_file()
+
+    table = (tmp_path / "bench.md").read_text()
+    assert "## Several devices (in2n-lite, ns-train --machine.num-devices N; 2 views per edit every 10 steps" in table
+    assert "| measurement | 1 CPU process | 2 CPU processes | 2 / 1 |" in table
+    ratio = number(scaling["ratio"]["2"]["views_per_s"])
+    assert f"| views edited per second over whole edit intervals | {number(runs['1']['views_per_s'])} | " in table
+    assert f"{number(runs['2']['views_per_s'])} | {ratio} |" in table
+
+
+def test_device_counts_default_to_every_visible_gpu_and_are_checked():
+    assert make_plan(BenchConfig(), "cuda", gpus=4).num_devices == (1, 4)
+    assert make_plan(BenchConfig(), "cuda", gpus=1).num_devices == () == make_plan(BenchConfig(), "cpu").num_devices
+    assert make_plan(BenchConfig(num_devices=(2, 1, 2)), "cpu").num_devices == (1, 2), "processes over gloo on the CPU"
+    assert make_plan(BenchConfig(num_devices=()), "cuda", gpus=8).num_devices == ()
+    with pytest.raises(
+        BenchError, match=r"^--num-devices 2: this machine has 1 CUDA device\(s\) visible\. Use at most 1"
+    ):
+        make_plan(BenchConfig(num_devices=(1, 2)), "cuda", gpus=1)
+    with pytest.raises(BenchError, match="--num-devices counts devices from 1"):
+        make_plan(BenchConfig(num_devices=(0, 2)), "cpu")
+    with pytest.raises(BenchError, match="--scaling-variant in2n-splat: a splat edit runs on one device"):
+        make_plan(BenchConfig(num_devices=(1, 2), scaling_variant="in2n-splat"), "cpu")
+    # Every run edits a whole share per device of the largest run.
+    counts = [(1, [1, 2]), (4, [1, 2]), (3, [1, 2]), (4, [1, 3]), (1, [1])]
+    assert [edit_count_for(default, devices) for default, devices in counts] == [2, 4, 4, 6, 1]
+    # A count the run's rays cannot be shared out on (in2n: 16384 rays, 16 LPIPS patches) is skipped, with why.
+    spec = {"device": "cpu", "variant": "in2n", "args": []}
+    assert launch_problems_on({**spec, "devices": 2}) == [] == launch_problems_on({**spec, "devices": 4})
+    (problem,) = launch_problems_on({**spec, "devices": 3})
+    assert "gives 16, which do not split into 3 equal shares. Use a multiple of 3072 rays." in problem
+
+
+def test_report_says_when_several_gpus_were_not_measured_and_shows_the_scaling():
+    gpu = {"name": "NVIDIA H200", "memory_gb": 139.8, "compute_capability": "9.0", "visible_devices": 1,
+           "cuda": "13.0", "cudnn": 91002}  # fmt: skip
+    assert scaling_lines({"machine": {"gpu": gpu}}) == [
+        "## Several devices (ns-train --machine.num-devices N)", "",
+        "Not measured: 1 CUDA device visible; it takes 2 or more.", "",
+    ]  # fmt: skip
+    assert scaling_lines({"machine": {"gpu": None}}) == [], "the CPU measures them only when asked"
+    one = {"devices": 1, "steps_per_s": 2.0, "views_per_s": 0.4, "step_s": 0.4, "edit_step_s": 2.4,
+           "edit_view_s": 0.5, "timed_steps": 30, "views_edited": 6, "views_per_edit_step": 2, "edit_rate": 10,
+           "peak_rss_mb": 9000.0, "peak_allocated_mb": 5000.0}  # fmt: skip
+    two = {**one, "devices": 2, "steps_per_s": 3.5, "views_per_s": 0.7, "step_s": 0.25, "edit_view_s": 0.26}
+    results = {"machine": {"gpu": {**gpu, "visible_devices": 2}},
+               "scaling": {"variant": "in2n", "edit_count": 2, "by_devices": {"1": one, "2": two},
+                           "ratio": {"2": ratios(two, one)}}}  # fmt: skip
+    text = "\n".join(scaling_lines(results))
+    assert (
+        "## Several devices (in2n, ns-train --machine.num-devices N; 2 views per edit every 10 steps, 30 timed" in text
+    )
+    assert "| measurement | 1 GPU | 2 GPUs | 2 / 1 |" in text and "share its cores" not in text
+    assert "| steps/s over whole edit intervals | 2.00 | 3.50 | 1.75 |" in text
+    assert "| ms per edited view: the step with an edit above one without, per view | 500 | 260 | 0.520 |" in text
+    assert "| peak GPU memory of rank 0, max_memory_allocated (MB) | 5000 | 5000 | 1.00 |" in text
+    assert "max_memory_reserved" not in text, "rows the runs have no number for are left out"
+    results["scaling"]["skipped"] = {"3": "--machine.num-devices 3 shares each step's rays out ..."}
+    assert scaling_lines(results)[-2:] == [
+        "Not measured on 3 devices: --machine.num-devices 3 shares each step's rays out ...", "",
+    ]  # fmt: skip
