@@ -20,6 +20,7 @@ from bench.memory import PhaseMemory
 from bench.profiling import clock, median
 from bench.training import EDITED_RUN_STEPS, peak_fields, trainer_config, training_setup, training_step
 from in2n.distributed import device_problems
+from in2n.trainer import In2nTrainerConfig
 
 NUM_DEVICES_FLAG = "--machine.num-devices"
 
@@ -32,13 +33,16 @@ def edit_count_for(default: int, device_counts: List[int]) -> int:
     return -(-max(default, largest) // largest) * largest
 
 
+def run_config(spec: Dict[str, Any]) -> In2nTrainerConfig:
+    """The trainer config of the run of `spec`, on spec["devices"] devices."""
+    args = [*spec["args"], NUM_DEVICES_FLAG, str(spec["devices"])]
+    return trainer_config(spec["variant"], args, training_setup(spec["device"]))
+
+
 def launch_problems_on(spec: Dict[str, Any]) -> List[str]:
     """What keeps the run of `spec` from running on spec["devices"] devices (rays that do not split into whole
     patches, a device count the options cannot share out), each with what to change; none: it can run."""
-    devices = int(spec["devices"])
-    config = trainer_config(spec["variant"], [*spec["args"], NUM_DEVICES_FLAG, str(devices)],
-                            training_setup(spec["device"]))  # fmt: skip
-    return device_problems(config.pipeline, devices)
+    return device_problems(run_config(spec).pipeline, int(spec["devices"]))
 
 
 def devices_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -46,15 +50,13 @@ def devices_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     and return what rank 0 measured (`timed_run`)."""
     from nerfstudio.scripts.train import launch
 
-    devices = int(spec["devices"])
     Path(spec["rank_0_result"]).unlink(missing_ok=True)  # what a run before this one left
-    config = trainer_config(spec["variant"], [*spec["args"], NUM_DEVICES_FLAG, str(devices)],
-                            training_setup(spec["device"]))  # fmt: skip
+    config = run_config(spec)
     # As in ns-train: saving the config prepares a launch on several devices (in2n.distributed.prepare_launch).
     config.save_config()
     launch(
         main_func=functools.partial(timed_run, spec),
-        num_devices_per_machine=devices,
+        num_devices_per_machine=int(spec["devices"]),
         device_type=config.machine.device_type,
         config=config,
     )
@@ -80,8 +82,8 @@ def timed_run(spec: Dict[str, Any], local_rank: int, world_size: int, config: An
     warm_up(device, spec["warm_up_s"])
     loop = trainer.edit_loop
     rate = loop.config.edit_rate
-    # Steps numbered as in an edit of a 30000-step nerfacto run (bench.training); 30000 is a multiple of edit_rate's
-    # usual values, so every interval starts with its edit.
+    # Steps numbered as in an edit of a 30000-step nerfacto run (bench.training). Any edit_rate consecutive steps hold
+    # one step with an edit: the first interval pays the one-off costs, untimed.
     first = EDITED_RUN_STEPS
     for number in range(first, first + rate):
         training_step(trainer, number)

@@ -49,6 +49,11 @@ SPLAT_PASS_EVERY = 25
 """The splat edit: a pass over every view every 25 steps, 6 passes."""
 
 
+SEEDED_NS_TRAIN = [sys.executable, str(Path(__file__).with_name("seeded_ns_train.py"))]
+"""`ns-train` for nerfstudio's own methods (nerfacto, depth-nerfacto): the same model on every run of the suite, and so
+the same edits of it (tests/seeded_ns_train.py says why ns-train alone does not)."""
+
+
 def ns(command: str) -> str:
     return str(BIN / command)
 
@@ -140,7 +145,7 @@ def train_nerfacto(scene: Path, workdir: Path, experiment: str, method: str = "n
     """Train the small nerfacto (or `method`, e.g. depth-nerfacto, with `extra` options) on `scene`; returns its
     nerfstudio_models folder."""
     run(
-        [ns("ns-train"), method, *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
+        [*SEEDED_NS_TRAIN, method, *CPU_TRAINER_ARGS, *SMALL_MODEL_ARGS, "--vis", "tensorboard",
          "--max-num-iterations", NERFACTO_STEPS, "--steps-per-save", NERFACTO_STEPS,
          "--pipeline.datamanager.train-num-rays-per-batch", "1024", *extra,
          "--output-dir", workdir / "outputs", "--experiment-name", experiment, "--timestamp", method,
