@@ -196,10 +196,12 @@ def make_plan(config: BenchConfig, device: DeviceName, gpus: int = 0) -> Plan:
 
 
 def device_counts(config: BenchConfig, cuda: bool, gpus: int) -> Tuple[int, ...]:
-    """The device counts the edit is timed on: --num-devices, checked against the machine, or the device's default."""
+    """The device counts the edit is timed on (--num-devices, or the device's default), checked against the machine
+    and the variant."""
     if config.num_devices is None:
-        return (1, gpus) if cuda and gpus > 1 else ()
-    counts = tuple(sorted(set(config.num_devices)))
+        counts: Tuple[int, ...] = (1, gpus) if cuda and gpus > 1 else ()
+    else:
+        counts = tuple(sorted(set(config.num_devices)))
     if not counts:
         return ()
     if counts[0] < 1:

@@ -42,7 +42,7 @@ def run_config(spec: Dict[str, Any]) -> In2nTrainerConfig:
 def launch_problems_on(spec: Dict[str, Any]) -> List[str]:
     """What keeps the run of `spec` from running on spec["devices"] devices (rays that do not split into whole
     patches, a device count the options cannot share out), each with what to change; none: it can run."""
-    return device_problems(run_config(spec).pipeline, int(spec["devices"]))
+    return device_problems(run_config(spec).pipeline, spec["devices"])
 
 
 def devices_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -56,7 +56,7 @@ def devices_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     config.save_config()
     launch(
         main_func=functools.partial(timed_run, spec),
-        num_devices_per_machine=int(spec["devices"]),
+        num_devices_per_machine=spec["devices"],
         device_type=config.machine.device_type,
         config=config,
     )
@@ -107,14 +107,15 @@ def timed_run(spec: Dict[str, Any], local_rank: int, world_size: int, config: An
     edit_step_s = median(edit_steps)
     assert edit_step_s is not None, "every timed interval has an edit step"
     per_edit = views // len(edit_steps)
+    timed_steps = len(plain) + len(edit_steps)
     result = {
         "devices": world_size,
-        "steps_per_s": len(plain + edit_steps) / seconds,
+        "steps_per_s": timed_steps / seconds,
         "views_per_s": views / seconds,
         "step_s": step_s,
         "edit_step_s": edit_step_s,
         "edit_view_s": max(0.0, edit_step_s - step_s) / per_edit,
-        "timed_steps": len(plain) + len(edit_steps),
+        "timed_steps": timed_steps,
         "views_edited": views,
         "views_per_edit_step": per_edit,
         "edit_rate": rate,

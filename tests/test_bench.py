@@ -454,6 +454,8 @@ def test_device_counts_default_to_every_visible_gpu_and_are_checked():
         make_plan(BenchConfig(num_devices=(0, 2)), "cpu")
     with pytest.raises(BenchError, match="--scaling-variant in2n-splat: a splat edit runs on one device"):
         make_plan(BenchConfig(num_devices=(1, 2), scaling_variant="in2n-splat"), "cpu")
+    with pytest.raises(BenchError, match="--scaling-variant in2n-splat-lite: a splat edit runs on one device"):
+        make_plan(BenchConfig(scaling_variant="in2n-splat-lite"), "cuda", gpus=2)  # the default counts too
     # Every run edits a whole share per device of the largest run.
     counts = [(1, [1, 2]), (4, [1, 2]), (3, [1, 2]), (4, [1, 3]), (1, [1])]
     assert [edit_count_for(default, devices) for default, devices in counts] == [2, 4, 4, 6, 1]
